@@ -1,0 +1,250 @@
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// childEnv carries the flow to a re-executed test binary.
+const childEnv = "NFI_HARNESS_CHILD"
+
+// DefaultTimeout bounds connect + reply of one flow.
+const DefaultTimeout = 2 * time.Second
+
+// Flow is one connection (TCP) or request/answer (UDP) made by a process
+// with the given identity, from inside a namespace.
+type Flow struct {
+	Proto  string         `json:"proto"` // "tcp" or "udp"
+	Src    netip.Addr     `json:"src"`   // optional source address to bind
+	Dst    netip.AddrPort `json:"dst"`
+	UID    uint32         `json:"uid"`
+	GID    uint32         `json:"gid"`
+	Groups []uint32       `json:"groups"` // supplementary groups (none if empty)
+
+	Timeout time.Duration `json:"timeout"` // 0 = DefaultTimeout
+}
+
+func (f Flow) String() string {
+	s := fmt.Sprintf("%s uid=%d gid=%d", f.Proto, f.UID, f.GID)
+	if len(f.Groups) > 0 {
+		s += fmt.Sprintf(" groups=%v", f.Groups)
+	}
+	if f.Src.IsValid() {
+		s += " " + f.Src.String()
+	}
+	return s + " -> " + f.Dst.String()
+}
+
+// Result is where a flow landed: the answering listener's Reply, or the
+// network error the client saw (refused, timeout, ...).
+type Result struct {
+	Reply
+	Err error
+}
+
+// childResult is the child's JSON output.
+type childResult struct {
+	Reply Reply  `json:"reply"`
+	Err   string `json:"err,omitempty"`
+}
+
+// Run makes the flow from a new process running with the flow's
+// credentials inside the namespace at nsPath. Problems of the harness
+// itself fail the test; problems of the flow are in Result.Err.
+func Run(t testing.TB, nsPath string, f Flow) Result {
+	t.Helper()
+	bin, err := childBinary()
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	spec, err := json.Marshal(f)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*f.timeout()+5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = []string{childEnv + "=" + string(spec), "HOME=/"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: f.UID, Gid: f.GID, Groups: f.Groups},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// The forked child inherits the namespace of the thread that forks it.
+	if err := Do(nsPath, cmd.Start); err != nil {
+		t.Fatalf("harness: start child for %v: %v", f, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("harness: child for %v: %v\nstdout: %s\nstderr: %s", f, err, stdout.String(), stderr.String())
+	}
+	var cr childResult
+	if err := json.Unmarshal(stdout.Bytes(), &cr); err != nil {
+		t.Fatalf("harness: child output for %v: %v\nstdout: %s\nstderr: %s", f, err, stdout.String(), stderr.String())
+	}
+	res := Result{Reply: cr.Reply}
+	if cr.Err != "" {
+		res.Err = errors.New(cr.Err)
+	}
+	return res
+}
+
+func (f Flow) timeout() time.Duration {
+	if f.Timeout > 0 {
+		return f.Timeout
+	}
+	return DefaultTimeout
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binDir  string
+	binErr  error
+)
+
+// childBinary returns a copy of the running test binary that any user can
+// execute: go test builds into a directory only root may enter.
+func childBinary() (string, error) {
+	binOnce.Do(func() {
+		self, err := os.Executable()
+		if err != nil {
+			binErr = fmt.Errorf("locate test binary: %w", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", Prefix+"bin-")
+		if err != nil {
+			binErr = fmt.Errorf("temp dir for child binary: %w", err)
+			return
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			binErr = fmt.Errorf("chmod %s: %w", dir, err)
+			return
+		}
+		binDir = dir
+		dst := filepath.Join(dir, filepath.Base(self))
+		if err := copyFile(self, dst, 0o755); err != nil {
+			binErr = err
+			return
+		}
+		binPath = dst
+	})
+	return binPath, binErr
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Main is the TestMain of every package using Run: in a re-executed child
+// it makes the flow and exits; otherwise it runs the tests and removes the
+// child binary copy.
+func Main(m *testing.M) {
+	if spec, ok := os.LookupEnv(childEnv); ok {
+		os.Exit(child(spec))
+	}
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func child(spec string) int {
+	var f Flow
+	if err := json.Unmarshal([]byte(spec), &f); err != nil {
+		fmt.Fprintf(os.Stderr, "bad flow spec: %v\n", err)
+		return 2
+	}
+	var cr childResult
+	reply, err := dial(f)
+	if err != nil {
+		cr.Err = err.Error()
+	} else {
+		cr.Reply = reply
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(cr); err != nil {
+		fmt.Fprintf(os.Stderr, "write result: %v\n", err)
+		return 2
+	}
+	return 0
+}
+
+func dial(f Flow) (Reply, error) {
+	d := net.Dialer{Timeout: f.timeout()}
+	if f.Src.IsValid() {
+		switch f.Proto {
+		case "tcp":
+			d.LocalAddr = &net.TCPAddr{IP: f.Src.AsSlice()}
+		case "udp":
+			d.LocalAddr = &net.UDPAddr{IP: f.Src.AsSlice()}
+		}
+	}
+	var network string
+	switch f.Proto {
+	case "tcp", "udp":
+		network = f.Proto
+	default:
+		return Reply{}, fmt.Errorf("unknown proto %q", f.Proto)
+	}
+	c, err := d.Dial(network, f.Dst.String())
+	if err != nil {
+		return Reply{}, err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(f.timeout())); err != nil {
+		return Reply{}, err
+	}
+	var line []byte
+	if f.Proto == "udp" {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return Reply{}, err
+		}
+		buf := make([]byte, 2048)
+		n, err := c.Read(buf)
+		if err != nil {
+			return Reply{}, err
+		}
+		line = buf[:n]
+	} else {
+		line, err = bufio.NewReader(c).ReadBytes('\n')
+		if err != nil {
+			return Reply{}, fmt.Errorf("read reply: %w", err)
+		}
+	}
+	var r Reply
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Reply{}, fmt.Errorf("bad reply %q: %w", line, err)
+	}
+	return r, nil
+}
