@@ -167,13 +167,16 @@ func copyFile(src, dst string, mode os.FileMode) error {
 }
 
 // Main is the TestMain of every package using Run: in a re-executed child
-// it makes the flow and exits; otherwise it runs the tests and removes the
-// child binary copy.
-func Main(m *testing.M) {
+// it makes the flow and exits; otherwise it runs the tests, then the
+// cleanups, and removes the child binary copy.
+func Main(m *testing.M, cleanups ...func()) {
 	if spec, ok := os.LookupEnv(childEnv); ok {
 		os.Exit(child(spec))
 	}
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}

@@ -90,4 +90,21 @@ func TestUDPAndSource(t *testing.T) {
 	if r.Err == nil {
 		t.Errorf("closed port: got %+v, want an error", r)
 	}
+
+	// A listener created with an owner is that user's socket (the uid
+	// column of /proc/net/udp, port 4242 = 0x1092).
+	ListenUDP(t, p.PodPath, "0.0.0.0:4242", "owned", ListenOptions{Owner: &Owner{UID: 4343, GID: 4343}})
+	found := false
+	for _, line := range strings.Split(InNS(t, p.Pod, "cat", "/proc/net/udp"), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && strings.HasSuffix(f[1], ":1092") {
+			found = true
+			if f[7] != "4343" {
+				t.Errorf("owned listener has uid %s, want 4343", f[7])
+			}
+		}
+	}
+	if !found {
+		t.Errorf("owned listener not in /proc/net/udp")
+	}
 }

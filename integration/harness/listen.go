@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +57,25 @@ type ListenOptions struct {
 	// Transparent sets IP_TRANSPARENT / IPV6_TRANSPARENT, needed to accept
 	// TPROXY'd connections for non-local addresses.
 	Transparent bool
+	// Owner, when set, creates the socket with this fsuid/fsgid, so rules
+	// matching skuid/skgid see its packets as that user's.
+	Owner *Owner
+}
+
+// Owner is a socket owner identity.
+type Owner struct{ UID, GID uint32 }
+
+// withOwner runs fn with the calling thread's fsuid/fsgid switched to o. It
+// must run on a locked thread; an extra lock makes the thread exit with its
+// goroutine, so a thread with changed credentials is never reused.
+func withOwner(o *Owner, fn func() error) error {
+	if o == nil {
+		return fn()
+	}
+	runtime.LockOSThread()
+	unix.Setfsgid(int(o.GID))
+	unix.Setfsuid(int(o.UID))
+	return fn()
 }
 
 // ListenTCP listens on addr ("0.0.0.0:15001", "[::]:15001", ...) inside the
@@ -66,10 +86,12 @@ func ListenTCP(t testing.TB, nsPath, addr, tag string, opts ListenOptions) *List
 	network := networkFor("tcp", addr)
 	var ln net.Listener
 	err := Do(nsPath, func() error {
-		var err error
-		lc := listenConfig(opts)
-		ln, err = lc.Listen(context.Background(), network, addr)
-		return err
+		return withOwner(opts.Owner, func() error {
+			var err error
+			lc := listenConfig(opts)
+			ln, err = lc.Listen(context.Background(), network, addr)
+			return err
+		})
 	})
 	if err != nil {
 		t.Fatalf("listen %s %s in %s: %v", network, addr, nsPath, err)
@@ -109,13 +131,15 @@ func ListenUDP(t testing.TB, nsPath, addr, tag string, opts ListenOptions) *List
 	v6 := strings.HasSuffix(network, "6")
 	var uc *net.UDPConn
 	err := Do(nsPath, func() error {
-		lc := listenConfig(opts)
-		pc, err := lc.ListenPacket(context.Background(), network, addr)
-		if err != nil {
-			return err
-		}
-		uc = pc.(*net.UDPConn)
-		return setPktinfo(uc, v6)
+		return withOwner(opts.Owner, func() error {
+			lc := listenConfig(opts)
+			pc, err := lc.ListenPacket(context.Background(), network, addr)
+			if err != nil {
+				return err
+			}
+			uc = pc.(*net.UDPConn)
+			return setPktinfo(uc, v6)
+		})
 	})
 	if err != nil {
 		t.Fatalf("listen %s %s in %s: %v", network, addr, nsPath, err)
