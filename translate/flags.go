@@ -1,0 +1,213 @@
+package translate
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// flagSpec describes one istio-iptables flag: names, environment binding
+// and help. Values are bound to an Options field by AddFlags.
+type flagSpec struct {
+	long  string
+	noEnv bool   // -p only: istio-iptables binds no env var to it
+	extra string // additional env var, applied after the primary one (wins)
+	// fallback is read only when the primary env var is unset (our
+	// extension for -m, see its help text).
+	fallback string
+	usage    string
+	value    func(o *Options) value
+}
+
+// value is a pflag.Value whose parse can be tried without side effects on
+// failure: environment values that do not parse are ignored.
+type value interface {
+	pflag.Value
+	set(s string) error // parse and store; leaves the value alone on error
+}
+
+func (o *Options) flagSpecs() []flagSpec {
+	str := func(p *string) func(*Options) value {
+		return func(*Options) value { return (*stringValue)(p) }
+	}
+	boolean := func(p *bool) func(*Options) value {
+		return func(*Options) value { return (*boolValue)(p) }
+	}
+	return []flagSpec{
+		{long: "envoy-port", noEnv: true, value: str(&o.EnvoyPort),
+			usage: "port of the proxy's outbound listener: outbound TCP that is captured is redirected there (1-65535; ENVOY_PORT is not read)"},
+		{long: "inbound-capture-port", value: str(&o.InboundCapturePort),
+			usage: "port of the proxy's inbound listener: captured inbound TCP is redirected (REDIRECT) or diverted (TPROXY) there (1-65535)"},
+		{long: "inbound-tunnel-port", value: str(&o.InboundTunnelPort),
+			usage: "HBONE tunnel port: inbound TCP to it is never captured and the proxy's own connections to it on lo are not looped back"},
+		{long: "proxy-uid", value: str(&o.ProxyUID),
+			usage: "comma-separated UIDs (numbers, ranges a-b or user names) whose traffic is never captured, normally the proxy's; empty = uid of $ENVOY_USER, else 1337"},
+		{long: "proxy-gid", value: str(&o.ProxyGID),
+			usage: "comma-separated GIDs (numbers, ranges a-b or group names) whose traffic is never captured; empty = same value as --proxy-uid"},
+		{long: "istio-inbound-interception-mode", fallback: "INBOUND_INTERCEPTION_MODE", value: str(&o.InboundInterceptionMode),
+			usage: "how inbound connections reach the proxy: REDIRECT (NAT, the default when empty) or TPROXY (keeps the original destination; needs policy routing). Read from ISTIO_INBOUND_INTERCEPTION_MODE, or INBOUND_INTERCEPTION_MODE when that is unset"},
+		{long: "istio-inbound-ports", value: str(&o.InboundPortsInclude),
+			usage: "comma-separated inbound TCP ports (or ranges a:b) to capture; \"*\" captures all; empty captures no inbound traffic"},
+		{long: "istio-local-exclude-ports", value: str(&o.InboundPortsExclude),
+			usage: "comma-separated inbound TCP ports (or ranges a:b) never captured; only used when --istio-inbound-ports is \"*\""},
+		{long: "istio-exclude-interfaces", value: str(&o.ExcludeInterfaces),
+			usage: "comma-separated interfaces whose traffic is never captured, inbound or outbound (a trailing + matches a prefix)"},
+		{long: "istio-service-cidr", value: str(&o.OutboundIPRangesInclude),
+			usage: "comma-separated destination CIDRs (IPv4 and IPv6) whose outbound TCP is captured; \"*\" captures all; empty captures none"},
+		{long: "istio-service-exclude-cidr", value: str(&o.OutboundIPRangesExclude),
+			usage: "comma-separated destination CIDRs never captured outbound; applies whatever --istio-service-cidr is and wins over it"},
+		{long: "istio-outbound-ports", value: str(&o.OutboundPortsInclude),
+			usage: "comma-separated outbound TCP destination ports (or ranges a:b) always captured, whatever the destination address"},
+		{long: "istio-local-outbound-ports-exclude", value: str(&o.OutboundPortsExclude),
+			usage: "comma-separated outbound destination ports (or ranges a:b), TCP and UDP, never captured; checked before everything else"},
+		{long: "kube-virt-interfaces", value: str(&o.RerouteVirtualInterfaces),
+			usage: "comma-separated interfaces (e.g. of VMs in the pod) whose incoming traffic is treated as outbound and sent to the proxy"},
+		{long: "istio-inbound-tproxy-mark", value: str(&o.InboundTProxyMark),
+			usage: "TPROXY mode: packet mark (decimal or 0x hex) given to diverted inbound packets and selecting the TPROXY routing table"},
+		{long: "istio-inbound-tproxy-route-table", value: str(&o.InboundTProxyRouteTable),
+			usage: "TPROXY mode: routing table (decimal, not 0/253/254/255) that receives \"local default dev lo\" for marked packets"},
+		{long: "dry-run", value: boolean(&o.DryRun),
+			usage: "change nothing: show what would be installed"},
+		{long: "iptables-probe-port", value: func(*Options) value { return (*uint16Value)(&o.IptablesProbePort) },
+			usage: "port the --run-validation probe connects to"},
+		{long: "probe-timeout", value: func(*Options) value { return (*durationValue)(&o.ProbeTimeout) },
+			usage: "how long --run-validation waits for the probe to be redirected"},
+		{long: "skip-rule-apply", value: boolean(&o.SkipRuleApply),
+			usage: "install no rules nor routes (validation may still run)"},
+		{long: "run-validation", value: boolean(&o.RunValidation),
+			usage: "after installing, check that a probe connection is redirected"},
+		{long: "redirect-dns", extra: "ISTIO_META_DNS_CAPTURE", value: boolean(&o.RedirectDNS),
+			usage: "capture DNS (TCP and UDP port 53) to the agent's resolver on port 15053, for the nameservers of /etc/resolv.conf unless --capture-all-dns (env REDIRECT_DNS, then ISTIO_META_DNS_CAPTURE)"},
+		{long: "drop-invalid", extra: "INVALID_DROP", value: boolean(&o.DropInvalid),
+			usage: "drop inbound packets conntrack classifies as INVALID (env DROP_INVALID, then INVALID_DROP)"},
+		{long: "dual-stack", extra: "ISTIO_DUAL_STACK", value: boolean(&o.DualStack),
+			usage: "program IPv6 interception too (env DUAL_STACK, then ISTIO_DUAL_STACK)"},
+		{long: "capture-all-dns", value: boolean(&o.CaptureAllDNS),
+			usage: "with --redirect-dns, capture all port-53 traffic instead of only traffic to the resolv.conf nameservers"},
+		{long: "network-namespace", value: str(&o.NetworkNamespace),
+			usage: "network namespace to act on (path or name)"},
+		{long: "cni-mode", value: boolean(&o.CNIMode),
+			usage: "run as part of a CNI plugin (accepted for istio-iptables compatibility)"},
+		{long: "reconcile", value: boolean(&o.Reconcile),
+			usage: "replace existing, different interception rules instead of failing"},
+		{long: "cleanup-only", value: boolean(&o.CleanupOnly),
+			usage: "only remove the interception rules and routes, install nothing"},
+		{long: "force-apply", value: boolean(&o.ForceApply),
+			usage: "apply even if the rules appear to be in place already"},
+		{long: "native-nftables", value: boolean(&o.NativeNftables),
+			usage: "accepted for istio-iptables compatibility (rules are always nftables here)"},
+		{long: "force-iptables-binary", value: str(&o.ForceIptablesBinary),
+			usage: "accepted for istio-iptables compatibility: \"\", legacy or nft (no iptables binary is ever run)"},
+	}
+}
+
+// AddFlags registers every istio-iptables flag on fs, bound to o, and
+// applies the environment as istio-iptables does while registering: the
+// primary variable (long name upper-cased, '-' → '_'; none for -p), then
+// the additional one, which wins. Environment values that do not parse
+// are ignored silently; command-line values parsed later by fs win over
+// the environment and are hard errors when malformed. Call LoadEnvOnly for
+// the variables that have no flag.
+func (o *Options) AddFlags(fs *pflag.FlagSet, getenv func(string) (string, bool)) {
+	if o.fromEnv == nil {
+		o.fromEnv = map[string]string{}
+	}
+	for _, spec := range o.flagSpecs() {
+		v := spec.value(o)
+		fl := fs.VarPF(&trackedValue{value: v, o: o, long: spec.long}, spec.long, shortOf[spec.long], spec.usage)
+		if v.Type() == "bool" {
+			fl.NoOptDefVal = "true" // bare --redirect-dns means true
+		}
+		if spec.noEnv {
+			continue
+		}
+		primary := EnvName(spec.long)
+		if val, ok := getenv(primary); ok {
+			o.setFromEnv(v, spec.long, primary, val)
+		} else if spec.fallback != "" {
+			if val, ok := getenv(spec.fallback); ok {
+				o.setFromEnv(v, spec.long, spec.fallback, val)
+			}
+		}
+		if spec.extra != "" {
+			if val, ok := getenv(spec.extra); ok {
+				o.setFromEnv(v, spec.long, spec.extra, val)
+			}
+		}
+	}
+}
+
+func (o *Options) setFromEnv(v value, long, env, val string) {
+	if v.set(val) == nil {
+		o.fromEnv[long] = env
+	}
+}
+
+// trackedValue forgets the environment origin once the command line sets
+// the flag.
+type trackedValue struct {
+	value
+	o    *Options
+	long string
+}
+
+func (t *trackedValue) Set(s string) error {
+	if err := t.value.set(s); err != nil {
+		return err
+	}
+	delete(t.o.fromEnv, t.long)
+	return nil
+}
+
+// IsBoolFlag lets pflag print bool flags without a value placeholder.
+func (t *trackedValue) IsBoolFlag() bool { return t.Type() == "bool" }
+
+type stringValue string
+
+func (v *stringValue) set(s string) error { *v = stringValue(s); return nil }
+func (v *stringValue) Set(s string) error { return v.set(s) }
+func (v *stringValue) String() string     { return string(*v) }
+func (v *stringValue) Type() string       { return "string" }
+
+type boolValue bool
+
+func (v *boolValue) set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*v = boolValue(b)
+	return nil
+}
+func (v *boolValue) Set(s string) error { return v.set(s) }
+func (v *boolValue) String() string     { return strconv.FormatBool(bool(*v)) }
+func (v *boolValue) Type() string       { return "bool" }
+
+type uint16Value uint16
+
+func (v *uint16Value) set(s string) error {
+	n, err := strconv.ParseUint(s, 0, 16) // as pflag's Uint16
+	if err != nil {
+		return err
+	}
+	*v = uint16Value(n)
+	return nil
+}
+func (v *uint16Value) Set(s string) error { return v.set(s) }
+func (v *uint16Value) String() string     { return strconv.FormatUint(uint64(*v), 10) }
+func (v *uint16Value) Type() string       { return "uint16" }
+
+type durationValue time.Duration
+
+func (v *durationValue) set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*v = durationValue(d)
+	return nil
+}
+func (v *durationValue) Set(s string) error { return v.set(s) }
+func (v *durationValue) String() string     { return time.Duration(*v).String() }
+func (v *durationValue) Type() string       { return "duration" }
