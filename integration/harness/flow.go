@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -169,9 +170,17 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // Main is the TestMain of every package using Run: in a re-executed child
 // it makes the flow and exits; otherwise it runs the tests, then the
 // cleanups, and removes the child binary copy.
+//
+// As root, the tests themselves run in a re-executed copy of the binary
+// inside a fresh, empty network namespace: code under test that ignores the
+// namespace it is given then programs that throwaway namespace, never the
+// host's.
 func Main(m *testing.M, cleanups ...func()) {
 	if spec, ok := os.LookupEnv(childEnv); ok {
 		os.Exit(child(spec))
+	}
+	if os.Geteuid() == 0 && os.Getenv(isolatedEnv) == "" {
+		os.Exit(runIsolated())
 	}
 	code := m.Run()
 	for _, c := range cleanups {
@@ -181,6 +190,43 @@ func Main(m *testing.M, cleanups ...func()) {
 		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// isolatedEnv marks the re-executed test process running in its own
+// network namespace.
+const isolatedEnv = "NFI_HARNESS_ISOLATED"
+
+// runIsolated re-executes the test binary with the same arguments under
+// `unshare -n` and returns its exit status.
+func runIsolated() int {
+	// The forking thread must outlive the child for Pdeathsig to mean
+	// "the test process died".
+	runtime.LockOSThread()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "harness: locate test binary: %v\n", err)
+		return 2
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
+		return 2
+	}
+	cmd := exec.Command(unshare, append([]string{"-n", "--", self}, os.Args[1:]...)...)
+	cmd.Env = append(os.Environ(), isolatedEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit) && exit.ExitCode() >= 0:
+		return exit.ExitCode()
+	default:
+		fmt.Fprintf(os.Stderr, "harness: isolated test run: %v\n", err)
+		return 2
+	}
 }
 
 func child(spec string) int {

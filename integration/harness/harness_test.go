@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -106,5 +107,22 @@ func TestUDPAndSource(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("owned listener not in /proc/net/udp")
+	}
+}
+
+// TestIsolated checks that Main moved the tests out of the namespace of the
+// process that started them.
+func TestIsolated(t *testing.T) {
+	RequireRoot(t)
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self == host {
+		t.Fatalf("tests run in the host network namespace %s", host)
 	}
 }
