@@ -60,6 +60,9 @@ type Ruleset struct {
 	Families Family
 	// Routes holds the TPROXY policy routing, empty in REDIRECT mode.
 	Routes []PolicyRoute
+	// LoopbackAddrs are addresses the proxy needs on lo (::6 for IPv6
+	// inbound passthrough; 127.0.0.6 is local without assignment).
+	LoopbackAddrs []netip.Prefix
 }
 
 // Table is one inet table.
