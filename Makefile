@@ -1,0 +1,40 @@
+# nfintercept — see README.md. All targets that touch the kernel need root and
+# create their own network namespaces; none changes the root namespace.
+GO      ?= go
+BIN     ?= bin/nfintercept
+FUZZTIME ?= 60s
+
+.PHONY: all build test unit equivalence fuzz bench demo lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/nfintercept
+
+# The test command CI runs: lint, every package's tests (unit, conformance,
+# real-kernel integration, equivalence), then a bounded fuzz run.
+test: lint
+	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+unit:
+	$(GO) test -count=1 ./translate/ ./compat/
+
+equivalence:
+	$(GO) test -count=1 -timeout 30m -run 'Equivalence' -v ./integration/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./translate/
+
+bench:
+	$(GO) run ./bench/cmd/benchdriver
+
+demo: build
+	$(GO) run ./integration/demo -bin $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,154 @@
+// Command nfintercept installs Istio sidecar traffic interception as native
+// nftables rules. It accepts istio-iptables' flags and environment.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+const usageHead = `nfintercept: Istio sidecar traffic interception in native nftables.
+
+Usage:
+  nfintercept [apply] [OPTIONS]      install the rules (replaces any previous version atomically)
+  nfintercept render [OPTIONS]       print the rules without touching anything
+        --format nft|iptables|json   nft -f script (default), istio-iptables' iptables-restore
+                                     input, or the rule model as JSON
+        --family ipv4|ipv6           with --format iptables: which family (default ipv4)
+  nfintercept cleanup [OPTIONS]      remove everything nfintercept installed (idempotent)
+  nfintercept annotations [FILE]     read pod annotations (key=value lines or a Pod manifest in
+                                     JSON/YAML; stdin by default) and print the istio-iptables
+                                     options Istio's injector would derive
+
+OPTIONS are istio-iptables' flags, with the same names, defaults and environment variables.
+-n/--dry-run is "render", --cleanup-only is "cleanup". --network-namespace PATH
+(/var/run/netns/NAME or /proc/PID/ns/net) selects the namespace to program; without it the
+current one is used. Nothing runs nft, iptables or a shell: rules go over netlink in one
+transaction.
+
+Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options.
+`
+
+// errUsage marks errors in the user's input (exit status 2).
+type errUsage struct{ error }
+
+func main() {
+	err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "nfintercept: "+err.Error())
+	var u errUsage
+	if errors.As(err, &u) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) (string, bool)) error {
+	cmd := "apply"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := pflag.NewFlagSet("nfintercept", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead+"\nIstio options:\n"+fs.FlagUsages())
+	}
+	opts := translate.DefaultOptions()
+	opts.AddFlags(fs, getenv)
+	format := fs.String("format", "nft", "render: output format (nft, iptables, json)")
+	family := fs.String("family", "ipv4", "render --format iptables: address family (ipv4, ipv6)")
+
+	if cmd == "annotations" {
+		return annotations(fs, args, stdin, stdout)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return errUsage{err}
+	}
+	if fs.NArg() > 0 {
+		return errUsage{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+	}
+	opts.LoadEnvOnly(getenv)
+	if opts.DryRun && cmd == "apply" {
+		cmd = "render"
+	}
+	if opts.CleanupOnly && cmd == "apply" {
+		cmd = "cleanup"
+	}
+	req := nfintercept.Request{Options: opts, NetNSPath: opts.NetworkNamespace}
+	log := func(format string, a ...any) { fmt.Fprintf(stderr, "nfintercept: "+format+"\n", a...) }
+
+	switch cmd {
+	case "apply":
+		res, err := nfintercept.Apply(req)
+		if err != nil {
+			return classify(err)
+		}
+		log("applied %s in %s", summary(res.Ruleset), where(req.NetNSPath))
+		return nil
+	case "render":
+		return render(req, *format, *family, stdout)
+	case "cleanup":
+		// Options are still validated, so a typo does not silently clean up
+		// somewhere unexpected.
+		if _, err := nfintercept.Plan(withOfflineIPv6(req)); err != nil {
+			return classify(err)
+		}
+		if err := nfintercept.Cleanup(req.NetNSPath); err != nil {
+			return err
+		}
+		log("removed nfintercept rules from %s", where(req.NetNSPath))
+		return nil
+	}
+	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, annotations; see --help)", cmd)}
+}
+
+func withOfflineIPv6(req nfintercept.Request) nfintercept.Request {
+	req.IPv6 = nfintercept.IPv6FromOptions
+	return req
+}
+
+// classify turns option errors into usage errors (exit 2).
+func classify(err error) error {
+	var inv *translate.OptionError
+	if errors.As(err, &inv) {
+		return errUsage{err}
+	}
+	return err
+}
+
+func where(nsPath string) string {
+	if nsPath == "" {
+		return "the current network namespace"
+	}
+	return "network namespace " + nsPath
+}
+
+func summary(rs *translate.Ruleset) string {
+	var tables, chains, rules, sets int
+	for _, t := range rs.Tables {
+		tables++
+		sets += len(t.Sets)
+		for _, c := range t.Chains {
+			chains++
+			rules += len(c.Rules)
+		}
+	}
+	return fmt.Sprintf("%d rules in %d chains, %d tables, %d sets (%s)", rules, chains, tables, sets, rs.Families)
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/nft"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+// render prints the rules the options describe. Without
+// --network-namespace, IPv6 is assumed present exactly when --dual-stack is
+// given; with it, the namespace's addresses decide, as for apply.
+func render(req nfintercept.Request, format, family string, stdout io.Writer) error {
+	if req.NetNSPath == "" {
+		req.IPv6 = nfintercept.IPv6FromOptions
+	}
+	var fam translate.Family
+	switch family {
+	case "ipv4":
+		fam = translate.IPv4
+	case "ipv6":
+		fam = translate.IPv6
+	default:
+		return errUsage{fmt.Errorf("invalid --family %q: want ipv4 or ipv6", family)}
+	}
+	if format != "nft" && format != "iptables" && format != "json" {
+		return errUsage{fmt.Errorf("invalid --format %q: want nft, iptables or json", format)}
+	}
+	res, err := nfintercept.Plan(req)
+	if err != nil {
+		return classify(err)
+	}
+	switch format {
+	case "iptables":
+		_, err = io.WriteString(stdout, compat.Restore(res.Ruleset, fam))
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(res.Ruleset)
+	default:
+		if err := res.Config.CheckResolved(); err != nil {
+			return classify(err)
+		}
+		text, terr := nft.Text(res.Ruleset)
+		if terr != nil {
+			return terr
+		}
+		_, err = io.WriteString(stdout, text)
+	}
+	return err
+}
+
+// annotations prints the istio-iptables options Istio's injector derives
+// from a pod's annotations.
+func annotations(fs *pflag.FlagSet, args []string, stdin io.Reader, stdout io.Writer) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage{err}
+	}
+	in := stdin
+	if fs.NArg() > 1 {
+		return errUsage{fmt.Errorf("annotations takes at most one FILE, got %q", fs.Args())}
+	}
+	if fs.NArg() == 1 && fs.Arg(0) != "-" {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return errUsage{err}
+		}
+		defer f.Close()
+		in = f
+	}
+	ann, err := translate.ParseAnnotations(in)
+	if err != nil {
+		return errUsage{err}
+	}
+	argv, err := translate.ArgsFromAnnotations(ann)
+	if err != nil {
+		return errUsage{err}
+	}
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellQuote(a)
+	}
+	_, err = fmt.Fprintln(stdout, strings.Join(quoted, " "))
+	return err
+}
+
+// shellQuote quotes an argument for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
