@@ -1,0 +1,185 @@
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nfintercept/nfintercept/integration/harness"
+)
+
+// The configuration every flow test installs, as istio-iptables flags. The
+// library tests set the same values through translate.Options.
+var baseFlags = []string{
+	"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+	"-i", "*", "-x", "10.245.0.0/16,2001:db8:3::/64",
+	"-b", "*", "-d", "15090,15021,15020", "-o", "9999",
+	"--redirect-dns",
+}
+
+// resolvConf names one resolver per family, both owned by the peer.
+var resolvConf = "nameserver " + harness.DNSV4.String() + "\nnameserver " + harness.DNSV6.String() + "\n"
+
+const (
+	appPort      = 8080
+	excludedIn   = 15020 // in -d
+	tunnelPort   = 15008 // HBONE, never captured inbound
+	excludedOut  = 9999  // in -o
+	proxyUID     = 1337
+	appUID       = 1000
+	dnsAgentPort = 15053
+)
+
+// Listener tags.
+const (
+	tagOutbound = "outbound" // pod :15001
+	tagInbound  = "inbound"  // pod :15006
+	tagDNS      = "dns"      // pod :15053
+	tagApp      = "app"      // pod application ports
+	tagPeer     = "peer"     // anything the peer answers
+)
+
+// startListeners puts the proxy, the app and the peer services in place.
+func startListeners(t *testing.T, p *harness.Pair) {
+	t.Helper()
+	harness.ListenBoth(t, p.PodPath, "tcp", 15001, tagOutbound)
+	harness.ListenBoth(t, p.PodPath, "tcp", 15006, tagInbound)
+	// The DNS agent runs as the proxy user: its answers must fall in the
+	// proxy's conntrack zone to be un-NATed back to the client.
+	proxy := harness.ListenOptions{Owner: &harness.Owner{UID: proxyUID, GID: proxyUID}}
+	for _, host := range []string{"0.0.0.0", "[::]"} {
+		addr := fmt.Sprintf("%s:%d", host, dnsAgentPort)
+		harness.ListenTCP(t, p.PodPath, addr, tagDNS, proxy)
+		harness.ListenUDP(t, p.PodPath, addr, tagDNS, proxy)
+	}
+	for _, port := range []uint16{appPort, excludedIn, tunnelPort} {
+		harness.ListenBoth(t, p.PodPath, "tcp", port, tagApp)
+	}
+	for _, port := range []uint16{80, excludedOut, 53} {
+		harness.ListenBoth(t, p.PeerPath, "tcp", port, tagPeer)
+	}
+	harness.ListenBoth(t, p.PeerPath, "udp", 53, tagPeer)
+}
+
+// flowCase is one connection and where it must land.
+type flowCase struct {
+	name string
+	peer bool // made from the peer namespace instead of the pod
+	flow harness.Flow
+	tag  string
+	// origDst: the listener must report this original destination
+	// (the flow's Dst); only meaningful for TCP to a redirect target.
+	origDst bool
+}
+
+func addrPort(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+// flowCases lists the flows for one family. captured says whether the
+// engine is expected to intercept that family at all: IPv6 only with
+// --dual-stack (and IPv6 addresses in the pod).
+func flowCases(v6, captured bool) []flowCase {
+	dst, dns, excluded, pod := harness.DstV4, harness.DNSV4, harness.ExcludedV4, harness.PodV4
+	passthrough := netip.MustParseAddr("127.0.0.6")
+	if v6 {
+		dst, dns, excluded, pod = harness.DstV6, harness.DNSV6, harness.ExcludedV6, harness.PodV6
+		passthrough = netip.MustParseAddr("::6")
+	}
+	app := harness.Flow{UID: appUID, GID: appUID}
+	tcp := func(base harness.Flow, d netip.AddrPort) harness.Flow {
+		base.Proto, base.Dst = "tcp", d
+		return base
+	}
+	udp := func(base harness.Flow, d netip.AddrPort) harness.Flow {
+		base.Proto, base.Dst = "udp", d
+		return base
+	}
+	// when picks the expected tag: what capture gives, or what an
+	// untouched kernel gives.
+	when := func(capturedTag, plainTag string) string {
+		if captured {
+			return capturedTag
+		}
+		return plainTag
+	}
+	return []flowCase{
+		{name: "app outbound is captured", flow: tcp(app, addrPort(dst, 80)),
+			tag: when(tagOutbound, tagPeer), origDst: captured},
+		{name: "proxy uid goes direct", flow: tcp(harness.Flow{UID: proxyUID, GID: appUID}, addrPort(dst, 80)),
+			tag: tagPeer},
+		{name: "proxy gid goes direct", flow: tcp(harness.Flow{UID: appUID, GID: proxyUID}, addrPort(dst, 80)),
+			tag: tagPeer},
+		// Owner matching looks at the primary gid only, as -m owner
+		// --gid-owner without --suppl-groups does.
+		{name: "supplementary proxy group is still captured",
+			flow: tcp(harness.Flow{UID: appUID, GID: appUID, Groups: []uint32{proxyUID}}, addrPort(dst, 80)),
+			tag:  when(tagOutbound, tagPeer), origDst: captured},
+		{name: "excluded CIDR goes direct", flow: tcp(app, addrPort(excluded, 80)), tag: tagPeer},
+		{name: "excluded outbound port goes direct", flow: tcp(app, addrPort(dst, excludedOut)), tag: tagPeer},
+		{name: "app to own pod address is not captured", flow: tcp(app, addrPort(pod, appPort)), tag: tagApp},
+		{name: "proxy to pod address loops to inbound", flow: tcp(harness.Flow{UID: proxyUID, GID: proxyUID}, addrPort(pod, appPort)),
+			tag: when(tagInbound, tagApp), origDst: captured},
+		{name: "proxy passthrough from the inbound source reaches the app",
+			flow: tcp(harness.Flow{UID: proxyUID, GID: proxyUID, Src: passthrough}, addrPort(pod, appPort)), tag: tagApp},
+		{name: "inbound is captured", peer: true, flow: tcp(harness.Flow{}, addrPort(pod, appPort)),
+			tag: when(tagInbound, tagApp), origDst: captured},
+		{name: "inbound excluded port reaches the app", peer: true, flow: tcp(harness.Flow{}, addrPort(pod, excludedIn)),
+			tag: tagApp},
+		{name: "inbound tunnel port reaches the app", peer: true, flow: tcp(harness.Flow{}, addrPort(pod, tunnelPort)),
+			tag: tagApp},
+		{name: "DNS over UDP to the resolver is captured", flow: udp(app, addrPort(dns, 53)), tag: when(tagDNS, tagPeer)},
+		{name: "DNS over TCP to the resolver is captured", flow: tcp(app, addrPort(dns, 53)),
+			tag: when(tagDNS, tagPeer), origDst: captured},
+		{name: "proxy DNS goes to the resolver", flow: udp(harness.Flow{UID: proxyUID, GID: proxyUID}, addrPort(dns, 53)),
+			tag: tagPeer},
+	}
+}
+
+// checkFlows runs every flow case of both families against the rules
+// currently installed in the pair's pod.
+func checkFlows(t *testing.T, p *harness.Pair, dualStack bool) {
+	t.Helper()
+	for _, fam := range []struct {
+		name     string
+		v6       bool
+		captured bool
+	}{{"ipv4", false, true}, {"ipv6", true, dualStack}} {
+		for _, c := range flowCases(fam.v6, fam.captured) {
+			t.Run(fam.name+"/"+strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+				ns := p.PodPath
+				if c.peer {
+					ns = p.PeerPath
+				}
+				r := harness.Run(t, ns, c.flow)
+				if r.Err != nil {
+					t.Fatalf("%v: %v (want listener %q)", c.flow, r.Err, c.tag)
+				}
+				if r.Tag != c.tag {
+					t.Fatalf("%v: reached %q (local %s), want %q", c.flow, r.Tag, r.Local, c.tag)
+				}
+				if c.origDst && r.OrigDst != c.flow.Dst.String() {
+					t.Errorf("%v: original destination %q, want %q", c.flow, r.OrigDst, c.flow.Dst)
+				}
+				if !c.origDst && c.tag == tagApp && !strings.HasSuffix(r.Local, ":"+portOf(c.flow.Dst)) {
+					t.Errorf("%v: app answered on %s, want port %s", c.flow, r.Local, portOf(c.flow.Dst))
+				}
+			})
+		}
+	}
+}
+
+func portOf(ap netip.AddrPort) string { return fmt.Sprint(ap.Port()) }
+
+// ensurePassthroughV6 gives lo the ::6 inbound-passthrough source when the
+// engine did not (istio-iptables adds it when IPv6 is enabled).
+func ensurePassthroughV6(t *testing.T, p *harness.Pair) {
+	t.Helper()
+	out := harness.InNS(t, p.Pod, "ip", "-6", "addr", "show", "dev", "lo")
+	if strings.Contains(out, "::6/128") {
+		return
+	}
+	t.Logf("::6/128 not on lo after apply; adding it for the passthrough flow")
+	harness.InNS(t, p.Pod, "ip", "-6", "addr", "add", "::6/128", "dev", "lo", "nodad")
+}
+
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
