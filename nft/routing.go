@@ -2,22 +2,550 @@ package nft
 
 import (
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// ApplyRouting installs rs.Routes (TPROXY policy routing) and
-// rs.LoopbackAddrs in the namespace and returns a function that removes
-// what this call added.
-//
-// TODO(issue 3): not implemented yet; TPROXY configurations are refused
-// rather than half-applied.
+// RouteProtocol is the rtnetlink protocol number ("proto 201" in ip's
+// output) carried by every policy rule, route and address nfintercept adds.
+// It is how cleanup, given only a namespace, finds exactly what is ours and
+// leaves everything else alone. 201 is not assigned in iproute2's rt_protos.
+const RouteProtocol = 201
+
+// ifaProto is IFA_PROTO (Linux 6.3+); x/sys and netlink v1.3.1 lack it.
+// Older kernels ignore the attribute: the address is then added untagged
+// and cleanup leaves it, as istio-iptables always does.
+const ifaProto = 11
+
+// dumpRetries bounds retries of a dump the kernel reports as interrupted
+// (istio-iptables retries its lo lookup the same way).
+const dumpRetries = 5
+
+// ApplyRouting installs rs.Routes (TPROXY policy routing: "fwmark M lookup
+// T" and "local default dev lo table T" per family) and rs.LoopbackAddrs in
+// the namespace, and removes rules, routes and addresses of ours that rs no
+// longer wants (another mark or table, IPv6 turned off). Re-applying the
+// same ruleset changes nothing. The returned undo reverts exactly what this
+// call changed, for when the nftables batch that follows fails.
 func ApplyRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err error) {
-	if len(rs.Routes) > 0 {
-		return nil, errors.New("TPROXY policy routing is not implemented yet")
+	want, err := desiredRouting(rs)
+	if err != nil {
+		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
 	}
-	return func() error { return nil }, nil
+	r, err := openRtnl(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+
+	var j journal
+	if err := r.reconcile(want, &j); err != nil {
+		if uerr := j.revert(r); uerr != nil {
+			err = fmt.Errorf("%w (and reverting the partial change failed: %v)", err, uerr)
+		}
+		return nil, err
+	}
+	return func() error {
+		if len(j) == 0 {
+			return nil
+		}
+		r, err := openRtnl(nsPath)
+		if err != nil {
+			return err
+		}
+		defer r.close()
+		err = j.revert(r)
+		j = nil
+		return err
+	}, nil
 }
 
-// CleanupRouting removes the policy routing nfintercept installed.
-func CleanupRouting(nsPath string) error { return nil }
+// CleanupRouting removes every policy rule, route and loopback address
+// tagged with RouteProtocol in the namespace. Nothing installed is not an
+// error; foreign objects are never touched.
+func CleanupRouting(nsPath string) error {
+	r, err := openRtnl(nsPath)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	var j journal // unused: cleanup is not reverted
+	return r.reconcile(routingState{}, &j)
+}
+
+// routingState is the set of objects of ours a namespace should hold.
+type routingState struct {
+	rules  []netlink.Rule
+	routes []netlink.Route // LinkIndex filled in once lo is known
+	addrs  []netip.Prefix  // on lo
+}
+
+func desiredRouting(rs *translate.Ruleset) (routingState, error) {
+	var s routingState
+	for _, pr := range rs.Routes {
+		fam, err := nlFamily(pr.Family)
+		if err != nil {
+			return s, err
+		}
+		// Also refused by option validation; repeated here because a rule
+		// for mark 0 or a local default route in a kernel table would
+		// capture every packet of the namespace.
+		if pr.Mark == 0 {
+			return s, errors.New("TPROXY mark 0 would send every unmarked packet to the local table")
+		}
+		switch pr.Table {
+		case unix.RT_TABLE_UNSPEC, unix.RT_TABLE_DEFAULT, unix.RT_TABLE_MAIN, unix.RT_TABLE_LOCAL:
+			return s, fmt.Errorf("route table %d is reserved by the kernel", pr.Table)
+		}
+		s.rules = append(s.rules, policyRule(fam, pr.Mark, pr.Table))
+		s.routes = append(s.routes, localDefault(fam, pr.Table))
+	}
+	s.addrs = append(s.addrs, rs.LoopbackAddrs...)
+	return s, nil
+}
+
+func nlFamily(f translate.Family) (int, error) {
+	switch f {
+	case translate.IPv4:
+		return unix.AF_INET, nil
+	case translate.IPv6:
+		return unix.AF_INET6, nil
+	}
+	return 0, fmt.Errorf("policy route for family %v: want exactly one family", f)
+}
+
+var fullMask uint32 = 0xffffffff
+
+// policyRule is "ip [-6] rule add fwmark MARK lookup TABLE proto 201". The
+// priority is left to the kernel (just above main), as istio-iptables does.
+func policyRule(family int, mark, table uint32) netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = family
+	r.Mark = mark
+	m := fullMask
+	r.Mask = &m
+	r.Table = int(table)
+	r.Protocol = RouteProtocol
+	return *r
+}
+
+// localDefault is "ip [-6] route add local default dev lo table TABLE proto 201".
+func localDefault(family int, table uint32) netlink.Route {
+	dst := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if family == unix.AF_INET6 {
+		dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	return netlink.Route{
+		Family:   family,
+		Dst:      dst,
+		Type:     unix.RTN_LOCAL,
+		Scope:    netlink.SCOPE_HOST,
+		Table:    int(table),
+		Protocol: RouteProtocol,
+	}
+}
+
+// rtnl is an rtnetlink connection into one namespace. The namespace is
+// entered only by the library, on a locked thread, to open the sockets; the
+// process never changes namespace.
+type rtnl struct {
+	where string
+	h     *netlink.Handle
+	raw   *nl.SocketHandle // requests the library cannot express (IFA_PROTO)
+	lo    int
+}
+
+// openRtnl connects to the namespace (nsName, used in messages, is shared
+// with apply.go).
+func openRtnl(nsPath string) (*rtnl, error) {
+	r := &rtnl{where: nsName(nsPath)}
+	var ns netns.NsHandle
+	var err error
+	if nsPath == "" {
+		ns, err = netns.Get()
+	} else {
+		ns, err = netns.GetFromPath(nsPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("policy routing: open %s: %w", r.where, err)
+	}
+	defer ns.Close()
+	if r.h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
+	}
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		r.h.Close()
+		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
+	}
+	r.raw = &nl.SocketHandle{Socket: sock}
+	lo, err := r.h.LinkByName("lo")
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("policy routing: find lo in %s: %w", r.where, err)
+	}
+	r.lo = lo.Attrs().Index
+	return r, nil
+}
+
+func (r *rtnl) close() {
+	r.h.Close()
+	r.raw.Close()
+}
+
+func (r *rtnl) errorf(format string, args ...any) error {
+	return fmt.Errorf("policy routing in %s: "+format, append([]any{r.where}, args...)...)
+}
+
+// journal records applied changes as their inverses, to revert them.
+type journal []func(*rtnl) error
+
+func (j journal) revert(r *rtnl) error {
+	var errs []error
+	for i := len(j) - 1; i >= 0; i-- {
+		if err := j[i](r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reconcile makes the namespace hold exactly want among our objects. New
+// objects are added before stale ones are removed, routes before the rules
+// pointing at them, so traffic is never sent to an empty table.
+func (r *rtnl) reconcile(want routingState, j *journal) error {
+	for i := range want.routes {
+		want.routes[i].LinkIndex = r.lo
+	}
+	rules, err := r.ourRules()
+	if err != nil {
+		return err
+	}
+	routes, err := r.ourRoutes()
+	if err != nil {
+		return err
+	}
+	addrs, err := r.loAddrs()
+	if err != nil {
+		return err
+	}
+
+	for _, p := range want.addrs {
+		if slices.ContainsFunc(addrs, func(a loAddr) bool { return a.prefix == p }) {
+			continue // ours already, or someone else's we leave alone
+		}
+		if err := r.addAddr(p); err != nil {
+			return err
+		}
+		*j = append(*j, func(r *rtnl) error { return r.delAddr(p, true) })
+	}
+	for _, rt := range want.routes {
+		if slices.ContainsFunc(routes, func(have netlink.Route) bool { return sameRoute(have, rt) }) {
+			continue
+		}
+		added, err := r.addRoute(rt)
+		if err != nil {
+			return err
+		}
+		if added {
+			*j = append(*j, func(r *rtnl) error { return r.delRoute(rt, true) })
+		}
+	}
+	for _, ru := range want.rules {
+		if slices.ContainsFunc(rules, func(have netlink.Rule) bool { return sameRule(have, ru) }) {
+			continue
+		}
+		if err := r.addRule(ru); err != nil {
+			return err
+		}
+		*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
+	}
+
+	// Stale: ours but not wanted, and duplicates of wanted ones.
+	kept := make([]bool, len(want.rules))
+	for _, have := range rules {
+		if i := slices.IndexFunc(want.rules, func(w netlink.Rule) bool { return sameRule(have, w) }); i >= 0 && !kept[i] {
+			kept[i] = true
+			continue
+		}
+		if err := r.delRule(have, false); err != nil {
+			return err
+		}
+		*j = append(*j, func(r *rtnl) error { return r.addRule(have) })
+	}
+	for _, have := range routes {
+		if slices.ContainsFunc(want.routes, func(w netlink.Route) bool { return sameRoute(have, w) }) {
+			continue
+		}
+		if err := r.delRoute(have, false); err != nil {
+			return err
+		}
+		*j = append(*j, func(r *rtnl) error { _, err := r.addRoute(have); return err })
+	}
+	for _, have := range addrs {
+		if !have.ours || slices.Contains(want.addrs, have.prefix) {
+			continue
+		}
+		if err := r.delAddr(have.prefix, false); err != nil {
+			return err
+		}
+		*j = append(*j, func(r *rtnl) error { return r.addAddr(have.prefix) })
+	}
+	return nil
+}
+
+func sameRule(a, b netlink.Rule) bool {
+	mask := func(r netlink.Rule) uint32 {
+		if r.Mask == nil {
+			return fullMask // the kernel's default for a non-zero mark
+		}
+		return *r.Mask
+	}
+	return a.Family == b.Family && a.Mark == b.Mark && mask(a) == mask(b) && a.Table == b.Table &&
+		a.Src == nil && a.Dst == nil && a.IifName == "" && a.OifName == "" && !a.Invert && a.Goto < 0
+}
+
+func sameRoute(a, b netlink.Route) bool {
+	ones := func(r netlink.Route) int {
+		if r.Dst == nil {
+			return 0
+		}
+		n, _ := r.Dst.Mask.Size()
+		return n
+	}
+	return a.Family == b.Family && a.Table == b.Table && a.Type == b.Type && ones(a) == 0 && ones(b) == 0 &&
+		a.LinkIndex == b.LinkIndex
+}
+
+func ruleText(r netlink.Rule) string {
+	return fmt.Sprintf("ip %srule fwmark %#x lookup %d", v6Flag(r.Family), r.Mark, r.Table)
+}
+
+func routeText(r netlink.Route) string {
+	return fmt.Sprintf("ip %sroute local default dev lo table %d", v6Flag(r.Family), r.Table)
+}
+
+func v6Flag(family int) string {
+	if family == unix.AF_INET6 {
+		return "-6 "
+	}
+	return ""
+}
+
+// retryDump runs a dump until the kernel reports it consistent.
+func retryDump(fn func() error) error {
+	var err error
+	for range dumpRetries {
+		if err = fn(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+	}
+	return err
+}
+
+// skipNoFamily treats a family the kernel does not support (IPv6 disabled
+// at boot) as holding nothing.
+func skipNoFamily(err error) error {
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		return nil
+	}
+	return err
+}
+
+func (r *rtnl) ourRules() ([]netlink.Rule, error) {
+	var ours []netlink.Rule
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		var all []netlink.Rule
+		err := retryDump(func() (err error) { all, err = r.h.RuleList(fam); return err })
+		if err := skipNoFamily(err); err != nil {
+			return nil, r.errorf("list policy rules: %w", err)
+		}
+		for _, ru := range all {
+			if ru.Protocol == RouteProtocol {
+				ru.Family = fam
+				ours = append(ours, ru)
+			}
+		}
+	}
+	return ours, nil
+}
+
+func (r *rtnl) ourRoutes() ([]netlink.Route, error) {
+	var ours []netlink.Route
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		var all []netlink.Route
+		// RT_FILTER_TABLE with table 0 lists every table, not only main.
+		err := retryDump(func() (err error) {
+			all, err = r.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+			return err
+		})
+		if err := skipNoFamily(err); err != nil {
+			return nil, r.errorf("list routes: %w", err)
+		}
+		for _, rt := range all {
+			if rt.Protocol == RouteProtocol {
+				rt.Family = fam
+				ours = append(ours, rt)
+			}
+		}
+	}
+	return ours, nil
+}
+
+func (r *rtnl) addRule(ru netlink.Rule) error {
+	if err := r.h.RuleAdd(&ru); err != nil {
+		return r.errorf("add %q: %w", ruleText(ru), err)
+	}
+	return nil
+}
+
+// delRule deletes one of our rules. The protocol in the request makes the
+// kernel match only ours. gone tolerates an already missing rule.
+func (r *rtnl) delRule(ru netlink.Rule, gone bool) error {
+	err := r.h.RuleDel(&ru)
+	if err != nil && !(gone && errors.Is(err, unix.ENOENT)) {
+		return r.errorf("delete %q: %w", ruleText(ru), err)
+	}
+	return nil
+}
+
+// addRoute adds the route. A route already holding the same slot that is
+// equivalent (local default dev lo, e.g. left by istio-iptables) is
+// accepted as istio-iptables does, and reported as not added.
+func (r *rtnl) addRoute(rt netlink.Route) (added bool, err error) {
+	err = r.h.RouteAdd(&rt)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		return false, r.errorf("add %q: %w", routeText(rt), err)
+	}
+	var existing []netlink.Route
+	lerr := retryDump(func() (err error) {
+		existing, err = r.h.RouteListFiltered(rt.Family, &netlink.Route{Table: rt.Table}, netlink.RT_FILTER_TABLE)
+		return err
+	})
+	if lerr != nil {
+		return false, r.errorf("add %q: %w (listing table %d: %v)", routeText(rt), err, rt.Table, lerr)
+	}
+	for _, e := range existing {
+		e.Family = rt.Family
+		if sameRoute(e, rt) {
+			return false, nil
+		}
+	}
+	return false, r.errorf("add %q: table %d already has a different default route; choose another route table (-r)", routeText(rt), rt.Table)
+}
+
+// delRoute deletes one of our routes; the protocol in the request makes the
+// kernel match only ours.
+func (r *rtnl) delRoute(rt netlink.Route, gone bool) error {
+	err := r.h.RouteDel(&rt)
+	if err != nil && !(gone && errors.Is(err, unix.ESRCH)) {
+		return r.errorf("delete %q: %w", routeText(rt), err)
+	}
+	return nil
+}
+
+// loAddr is an address on lo and whether we added it.
+type loAddr struct {
+	prefix netip.Prefix
+	ours   bool
+}
+
+func (r *rtnl) loAddrs() ([]loAddr, error) {
+	var out []loAddr
+	err := retryDump(func() error {
+		out = out[:0]
+		req := r.request(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfAddrmsg(unix.AF_UNSPEC))
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+		for _, m := range msgs {
+			msg := nl.DeserializeIfAddrmsg(m)
+			if int(msg.Index) != r.lo {
+				continue
+			}
+			attrs, perr := nl.ParseRouteAttr(m[msg.Len():])
+			if perr != nil {
+				return perr
+			}
+			var a loAddr
+			var local, address netip.Addr
+			for _, at := range attrs {
+				switch at.Attr.Type {
+				case unix.IFA_LOCAL:
+					local, _ = netip.AddrFromSlice(at.Value)
+				case unix.IFA_ADDRESS:
+					address, _ = netip.AddrFromSlice(at.Value)
+				case ifaProto:
+					a.ours = len(at.Value) > 0 && at.Value[0] == RouteProtocol
+				}
+			}
+			if local.IsValid() {
+				address = local
+			}
+			if !address.IsValid() {
+				continue
+			}
+			a.prefix = netip.PrefixFrom(address, int(msg.Prefixlen))
+			out = append(out, a)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, r.errorf("list addresses of lo: %w", err)
+	}
+	return out, nil
+}
+
+func (r *rtnl) request(typ, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(typ, flags)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: r.raw}
+	return req
+}
+
+func (r *rtnl) addrRequest(typ, flags int, p netip.Prefix) *nl.NetlinkRequest {
+	req := r.request(typ, flags)
+	fam := unix.AF_INET
+	if p.Addr().Is6() {
+		fam = unix.AF_INET6
+	}
+	msg := nl.NewIfAddrmsg(fam)
+	msg.Index = uint32(r.lo)
+	msg.Prefixlen = uint8(p.Bits())
+	req.AddData(msg)
+	ip := p.Addr().AsSlice()
+	req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, ip))
+	req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, ip))
+	return req
+}
+
+// addAddr is "ip addr add P dev lo proto 201".
+func (r *rtnl) addAddr(p netip.Prefix) error {
+	req := r.addrRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK, p)
+	req.AddData(nl.NewRtAttr(ifaProto, nl.Uint8Attr(RouteProtocol)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return r.errorf("add address %s to lo: %w", p, err)
+	}
+	return nil
+}
+
+// delAddr removes an address of ours from lo (the kernel matches addresses
+// by value, so callers check ownership first).
+func (r *rtnl) delAddr(p netip.Prefix, gone bool) error {
+	req := r.addrRequest(unix.RTM_DELADDR, unix.NLM_F_ACK, p)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	if err != nil && !(gone && errors.Is(err, unix.EADDRNOTAVAIL)) {
+		return r.errorf("delete address %s from lo: %w", p, err)
+	}
+	return nil
+}
