@@ -79,9 +79,14 @@ var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 func listedRules(listing string) map[string][]string {
 	out := map[string][]string{}
 	var table, chain string
+	inSet := false
 	for _, line := range strings.Split(listing, "\n") {
 		l := strings.TrimSpace(line)
 		switch {
+		case inSet:
+			inSet = l != "}"
+		case strings.HasPrefix(l, "set ") && strings.HasSuffix(l, "{"):
+			inSet = true
 		case strings.HasPrefix(l, "table "):
 			table = strings.Fields(l)[2]
 		case strings.HasPrefix(l, "chain "):
@@ -213,3 +218,9 @@ func oneRule(r *translate.Rule) *translate.Ruleset {
 		},
 	}}}
 }
+
+// insideUnshare reports whether this test process was re-executed inside a
+// throwaway namespace by a test that needs to own the current namespace.
+func insideUnshare() bool { return os.Getenv("NFI_NFT_IN_UNSHARE") == "1" }
+
+func testBinary() string { return os.Args[0] }
