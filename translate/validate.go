@@ -237,11 +237,11 @@ func (o *Options) cidrList(long, raw string, wildcardOK bool) (CIDRList, error) 
 			}
 			return CIDRList{}, o.optError(long, raw, `"*" is not allowed for the exclude list`)
 		}
-		p, err := netip.ParsePrefix(item)
+		pr, err := parseCIDRItem(item)
 		if err != nil {
-			return CIDRList{}, o.optError(long, raw, fmt.Sprintf("%q is not a CIDR (address/length, no spaces): %v", item, cidrReason(err)))
+			return CIDRList{}, o.optError(long, raw, err.Error())
 		}
-		pr := Prefix{Raw: item, Prefix: p}
+		p := pr.Prefix
 		if p.Addr().Is4() {
 			l.V4 = append(l.V4, pr)
 		} else {
@@ -252,6 +252,15 @@ func (o *Options) cidrList(long, raw string, wildcardOK bool) (CIDRList, error) 
 		}
 	}
 	return l, nil
+}
+
+// parseCIDRItem parses one CIDR exactly as written (host bits kept).
+func parseCIDRItem(item string) (Prefix, error) {
+	p, err := netip.ParsePrefix(item)
+	if err != nil {
+		return Prefix{}, fmt.Errorf("%q is not a CIDR (address/length, no spaces): %s", item, cidrReason(err))
+	}
+	return Prefix{Raw: item, Prefix: p}, nil
 }
 
 // cidrReason strips netip's echo of the input, which the message already
@@ -416,7 +425,7 @@ func (o *Options) ownerList(where, raw string, lookup func(string) (uint32, erro
 	for _, item := range Split(raw) {
 		s := strings.TrimSpace(item)
 		if s == "*" {
-			return nil, fail(`"*" is only allowed as the whole value`)
+			return nil, fail(`"*" is not a user or group (only ` + EnvOwnerGroupsInclude + ` takes "*", as its whole value)`)
 		}
 		if s == "" || strings.Trim(s, "0123456789-") == "" {
 			from, to, why := parseIDRange(s)
