@@ -85,8 +85,8 @@ func TestCLIFlows(t *testing.T) {
 				args = append(args, "--dual-stack")
 			}
 			mustCLI(t, resolvConf, args...)
-			ensurePassthroughV6(t, p)
-			checkFlows(t, p, dual)
+			checkPassthroughV6(t, p, dual)
+			checkFlows(t, p, dual, false)
 		})
 	}
 }

@@ -69,8 +69,8 @@ func TestEngineFlows(t *testing.T) {
 			if res.Ruleset == nil || res.Ruleset.Families != want {
 				t.Fatalf("Apply result families: %+v, want %v", res.Ruleset, want)
 			}
-			ensurePassthroughV6(t, p)
-			checkFlows(t, p, dual)
+			checkPassthroughV6(t, p, dual)
+			checkFlows(t, p, dual, false)
 		})
 	}
 }
@@ -135,6 +135,9 @@ func TestEngineCleanup(t *testing.T) {
 	}
 	if tables := ownTables(t, p.Pod); len(tables) != 0 {
 		t.Errorf("tables left after Cleanup: %v", tables)
+	}
+	if lo := harness.InNS(t, p.Pod, "ip", "-6", "addr", "show", "dev", "lo"); strings.Contains(lo, " ::6/128 ") {
+		t.Errorf("::6/128 left on lo after Cleanup:\n%s", lo)
 	}
 	if after := nftList(t, p.Pod, "table", "inet", "keepme"); after != keep {
 		t.Errorf("Cleanup changed table inet keepme:\n%s", after)

@@ -41,10 +41,14 @@ const (
 )
 
 // startListeners puts the proxy, the app and the peer services in place.
+// The inbound listener is transparent, as Envoy's is in TPROXY mode
+// (harmless for REDIRECT).
 func startListeners(t *testing.T, p *harness.Pair) {
 	t.Helper()
 	harness.ListenBoth(t, p.PodPath, "tcp", 15001, tagOutbound)
-	harness.ListenBoth(t, p.PodPath, "tcp", 15006, tagInbound)
+	for _, addr := range []string{"0.0.0.0:15006", "[::]:15006"} {
+		harness.ListenTCP(t, p.PodPath, addr, tagInbound, harness.ListenOptions{Transparent: true})
+	}
 	// The DNS agent runs as the proxy user: its answers must fall in the
 	// proxy's conntrack zone to be un-NATed back to the client.
 	proxy := harness.ListenOptions{Owner: &harness.Owner{UID: proxyUID, GID: proxyUID}}
@@ -71,6 +75,8 @@ type flowCase struct {
 	// origDst: the listener must report this original destination
 	// (the flow's Dst); only meaningful for TCP to a redirect target.
 	origDst bool
+	// redirectOnly: the expectation holds in REDIRECT mode only.
+	redirectOnly bool
 }
 
 func addrPort(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
@@ -125,8 +131,10 @@ func flowCases(v6, captured bool) []flowCase {
 			tag: when(tagInbound, tagApp), origDst: captured},
 		{name: "inbound excluded port reaches the app", peer: true, flow: tcp(harness.Flow{}, addrPort(pod, excludedIn)),
 			tag: tagApp},
+		// TPROXY mode exempts the tunnel port in nat only, which inbound
+		// traffic no longer crosses (SPEC §2.2).
 		{name: "inbound tunnel port reaches the app", peer: true, flow: tcp(harness.Flow{}, addrPort(pod, tunnelPort)),
-			tag: tagApp},
+			tag: tagApp, redirectOnly: true},
 		{name: "DNS over UDP to the resolver is captured", flow: udp(app, addrPort(dns, 53)), tag: when(tagDNS, tagPeer)},
 		{name: "DNS over TCP to the resolver is captured", flow: tcp(app, addrPort(dns, 53)),
 			tag: when(tagDNS, tagPeer), origDst: captured},
@@ -137,7 +145,7 @@ func flowCases(v6, captured bool) []flowCase {
 
 // checkFlows runs every flow case of both families against the rules
 // currently installed in the pair's pod.
-func checkFlows(t *testing.T, p *harness.Pair, dualStack bool) {
+func checkFlows(t *testing.T, p *harness.Pair, dualStack, tproxy bool) {
 	t.Helper()
 	for _, fam := range []struct {
 		name     string
@@ -145,6 +153,9 @@ func checkFlows(t *testing.T, p *harness.Pair, dualStack bool) {
 		captured bool
 	}{{"ipv4", false, true}, {"ipv6", true, dualStack}} {
 		for _, c := range flowCases(fam.v6, fam.captured) {
+			if tproxy && c.redirectOnly {
+				continue
+			}
 			t.Run(fam.name+"/"+strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 				ns := p.PodPath
 				if c.peer {
@@ -160,6 +171,17 @@ func checkFlows(t *testing.T, p *harness.Pair, dualStack bool) {
 				if c.origDst && r.OrigDst != c.flow.Dst.String() {
 					t.Errorf("%v: original destination %q, want %q", c.flow, r.OrigDst, c.flow.Dst)
 				}
+				// REDIRECT rewrites the destination to the listener's
+				// port; TPROXY hands the connection over unchanged.
+				if c.peer && c.tag == tagInbound {
+					wantLocal := c.flow.Dst.String()
+					if !tproxy {
+						wantLocal = netip.AddrPortFrom(c.flow.Dst.Addr(), 15006).String()
+					}
+					if r.Local != wantLocal {
+						t.Errorf("%v: inbound listener's local address %s, want %s", c.flow, r.Local, wantLocal)
+					}
+				}
 				if !c.origDst && c.tag == tagApp && !strings.HasSuffix(r.Local, ":"+portOf(c.flow.Dst)) {
 					t.Errorf("%v: app answered on %s, want port %s", c.flow, r.Local, portOf(c.flow.Dst))
 				}
@@ -170,16 +192,22 @@ func checkFlows(t *testing.T, p *harness.Pair, dualStack bool) {
 
 func portOf(ap netip.AddrPort) string { return fmt.Sprint(ap.Port()) }
 
-// ensurePassthroughV6 gives lo the ::6 inbound-passthrough source when the
-// engine did not (istio-iptables adds it when IPv6 is enabled).
-func ensurePassthroughV6(t *testing.T, p *harness.Pair) {
+// checkPassthroughV6 checks that the engine put the IPv6 inbound-passthrough
+// source ::6 on lo exactly when it programs IPv6 (as istio-iptables does),
+// then makes sure it is there so the passthrough flow can bind it.
+func checkPassthroughV6(t *testing.T, p *harness.Pair, ipv6 bool) {
 	t.Helper()
 	out := harness.InNS(t, p.Pod, "ip", "-6", "addr", "show", "dev", "lo")
-	if strings.Contains(out, "::6/128") {
-		return
+	has := strings.Contains(out, " ::6/128 ")
+	switch {
+	case ipv6 && !has:
+		t.Errorf("IPv6 enabled but ::6/128 is not on lo:\n%s", out)
+	case !ipv6 && has:
+		t.Errorf("IPv6 disabled but ::6/128 was added to lo:\n%s", out)
 	}
-	t.Logf("::6/128 not on lo after apply; adding it for the passthrough flow")
-	harness.InNS(t, p.Pod, "ip", "-6", "addr", "add", "::6/128", "dev", "lo", "nodad")
+	if !has {
+		harness.InNS(t, p.Pod, "ip", "-6", "addr", "add", "::6/128", "dev", "lo", "nodad")
+	}
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
