@@ -32,13 +32,14 @@ func runCLI(t *testing.T, resolv string, args ...string) cliResult {
 		if err := os.WriteFile(file, []byte(resolv), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// $0 is the resolv.conf file, "$@" the command.
-		script := `/usr/bin/mount --bind "$0" /etc/resolv.conf && exec "$@"`
-		argv = append([]string{"-m", "-n", "/usr/bin/sh", "-c", script, file, bin}, args...)
+		// $0 is the resolv.conf file, "$@" the command; tools by absolute
+		// path since the command's PATH is empty.
+		script := lookPath(t, "mount") + ` --bind "$0" /etc/resolv.conf && exec "$@"`
+		argv = append([]string{"-m", "-n", lookPath(t, "sh"), "-c", script, file, bin}, args...)
 	} else {
 		argv = append([]string{"-n", bin}, args...)
 	}
-	cmd := exec.Command("/usr/bin/unshare", argv...)
+	cmd := exec.Command(lookPath(t, "unshare"), argv...)
 	cmd.Env = []string{"PATH=" + t.TempDir()}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -224,6 +225,16 @@ func TestCLIRender(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lookPath finds a tool on the test's own PATH.
+func lookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("test tool %s: %v", name, err)
+	}
+	return p
 }
 
 func contains(list []string, s string) bool {
