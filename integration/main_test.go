@@ -111,7 +111,7 @@ var (
 func cliBinary(t testing.TB) string {
 	t.Helper()
 	cliOnce.Do(func() {
-		dir, err := os.MkdirTemp("", harness.Prefix+"cli-")
+		dir, err := harness.TempDir("cli")
 		if err != nil {
 			cliErr = err
 			return

@@ -127,13 +127,9 @@ func childBinary() (string, error) {
 			binErr = fmt.Errorf("locate test binary: %w", err)
 			return
 		}
-		dir, err := os.MkdirTemp("", Prefix+"bin-")
+		dir, err := TempDir("bin")
 		if err != nil {
-			binErr = fmt.Errorf("temp dir for child binary: %w", err)
-			return
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			binErr = fmt.Errorf("chmod %s: %w", dir, err)
+			binErr = err
 			return
 		}
 		binDir = dir

@@ -188,29 +188,52 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// sweepLeftovers deletes namespaces created by harness processes that no
-// longer exist (a crashed or killed earlier run). Namespaces of live
-// processes, including concurrent test binaries, are left alone.
-func sweepLeftovers() {
-	entries, err := os.ReadDir(NetNSDir)
+// TempDir creates a process-wide temporary directory that other users can
+// enter, named so that sweepLeftovers can remove it once this process is
+// gone. The caller removes it when done.
+func TempDir(kind string) (string, error) {
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-%s-", Prefix, os.Getpid(), kind))
 	if err != nil {
-		return
+		return "", fmt.Errorf("temp dir: %w", err)
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, Prefix) {
-			continue
-		}
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() || processAlive(pid) {
-			continue
-		}
-		_ = exec.Command("ip", "netns", "del", name).Run()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", fmt.Errorf("chmod %s: %w", dir, err)
 	}
+	return dir, nil
+}
+
+// sweepLeftovers deletes namespaces and temporary directories created by
+// harness processes that no longer exist (a crashed or killed earlier run).
+// Those of live processes, including concurrent test binaries, are left alone.
+func sweepLeftovers() {
+	if entries, err := os.ReadDir(NetNSDir); err == nil {
+		for _, e := range entries {
+			if deadOwner(e.Name()) {
+				_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	}
+	if entries, err := os.ReadDir(os.TempDir()); err == nil {
+		for _, e := range entries {
+			if e.IsDir() && deadOwner(e.Name()) {
+				_ = os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+			}
+		}
+	}
+}
+
+// deadOwner reports whether name is "<Prefix><pid>-..." for a pid that is
+// neither this process nor alive.
+func deadOwner(name string) bool {
+	if !strings.HasPrefix(name, Prefix) {
+		return false
+	}
+	pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
+	if !ok {
+		return false
+	}
+	pid, err := strconv.Atoi(pidStr)
+	return err == nil && pid != os.Getpid() && !processAlive(pid)
 }
 
 func processAlive(pid int) bool {
