@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 )
 
 // Fixed values of istio-iptables that have no option.
@@ -163,6 +164,11 @@ func (b *builder) finish() *Ruleset {
 			cb := tb.chains[c.Name]
 			c.Rules = mergeFamilies(cb.v4, cb.v6)
 		}
+		// Base chains first, then regular chains in order of first use:
+		// the order a reader follows a packet in.
+		sort.SliceStable(tb.table.Chains, func(i, j int) bool {
+			return tb.table.Chains[i].Base != nil && tb.table.Chains[j].Base == nil
+		})
 		tb.table.Sets = collectNamedSets(tb.table)
 		rs.Tables = append(rs.Tables, tb.table)
 	}

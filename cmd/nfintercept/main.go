@@ -150,5 +150,13 @@ func summary(rs *translate.Ruleset) string {
 			rules += len(c.Rules)
 		}
 	}
-	return fmt.Sprintf("%d rules in %d chains, %d tables, %d sets (%s)", rules, chains, tables, sets, rs.Families)
+	return fmt.Sprintf("%s, %s, %s, %s (%s)", plural(rules, "rule"), plural(chains, "chain"),
+		plural(tables, "table"), plural(sets, "named set"), rs.Families)
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
