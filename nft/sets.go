@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -119,14 +120,32 @@ func (s *setRef) elements() []nftables.SetElement {
 		return out
 	}
 	v4 := s.typ == translate.SetIPv4Prefixes
+	width := 16
+	if v4 {
+		width = 4
+	}
+	top := maxNum(v4)
+	// One backing array for all keys: sets can have 100,000s of elements.
+	keys := make([]byte, 0, 2*width*len(s.intervals))
+	key := func(n u128) []byte {
+		at := len(keys)
+		if v4 {
+			keys = binary.BigEndian.AppendUint32(keys, uint32(n.lo))
+		} else {
+			keys = binary.BigEndian.AppendUint64(keys, n.hi)
+			keys = binary.BigEndian.AppendUint64(keys, n.lo)
+		}
+		return keys[at:len(keys):len(keys)]
+	}
+	out = make([]nftables.SetElement, 0, 2*len(s.intervals))
 	for _, iv := range s.intervals {
 		last := addrNum(iv.Last)
-		top := last == maxNum(v4)
+		first := key(addrNum(iv.First))
 		var end []byte
-		if !top {
-			end = numAddr(last.inc(), v4).AsSlice()
+		if last != top {
+			end = key(last.inc())
 		}
-		add(iv.First.AsSlice(), end, top)
+		add(first, end, last == top)
 	}
 	return out
 }
