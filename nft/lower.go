@@ -163,24 +163,26 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 	if fam != translate.IPv4 && fam != translate.IPv6 && fam != translate.BothFamilies {
 		return nil, fmt.Errorf("rule has no address family")
 	}
-	var ifaces, protos, addrs, ports, rest []stmt
+	// The protocol first: port matches and targets depend on it.
 	var proto *l4protoMatch
+	for _, m := range r.Matches {
+		if m.Kind != translate.MatchProto {
+			continue
+		}
+		if m.Proto != translate.TCP && m.Proto != translate.UDP {
+			return nil, fmt.Errorf("unsupported protocol %q", m.Proto)
+		}
+		p := l4protoMatch{proto: m.Proto, neg: m.Negate}
+		if proto != nil && *proto != p {
+			return nil, fmt.Errorf("conflicting protocol matches")
+		}
+		proto = &p
+	}
+	var ifaces, addrs, ports, rest []stmt
 	for i := range r.Matches {
 		m := &r.Matches[i]
 		switch m.Kind {
 		case translate.MatchProto:
-			if m.Proto != translate.TCP && m.Proto != translate.UDP {
-				return nil, fmt.Errorf("unsupported protocol %q", m.Proto)
-			}
-			p := l4protoMatch{proto: m.Proto, neg: m.Negate}
-			if proto != nil {
-				if *proto != p {
-					return nil, fmt.Errorf("conflicting protocol matches")
-				}
-				continue
-			}
-			proto = &p
-			protos = append(protos, p)
 		case translate.MatchInIface, translate.MatchOutIface:
 			s, err := lowerIface(m)
 			if err != nil {
@@ -203,7 +205,7 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 			addrs = append(addrs, s)
 		case translate.MatchSport, translate.MatchDport, translate.MatchMultiDport:
 			if proto == nil || proto.neg {
-				return nil, fmt.Errorf("port match without a preceding tcp/udp protocol match")
+				return nil, fmt.Errorf("port match without a tcp/udp protocol match")
 			}
 			s, err := tl.lowerPorts(m, proto.proto)
 			if err != nil {
@@ -234,7 +236,9 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 		matches = append(matches, nfprotoMatch{fam})
 	}
 	matches = append(matches, ifaces...)
-	matches = append(matches, protos...)
+	if proto != nil {
+		matches = append(matches, *proto)
+	}
 	matches = append(matches, addrs...)
 	matches = append(matches, ports...)
 	matches = append(matches, rest...)
@@ -259,10 +263,18 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 		if proto == nil || proto.neg {
 			return nil, fmt.Errorf("redirect needs a tcp/udp protocol match")
 		}
-		return []kernelRule{rule(counterStmt{}, redirectStmt{port: modelPort(a.Port).first})}, nil
+		p, err := targetPort(a.Port)
+		if err != nil {
+			return nil, err
+		}
+		return []kernelRule{rule(counterStmt{}, redirectStmt{port: p})}, nil
 	case translate.ActTProxy:
 		if proto == nil || proto.neg {
 			return nil, fmt.Errorf("tproxy needs a tcp/udp protocol match")
+		}
+		p, err := targetPort(a.Port)
+		if err != nil {
+			return nil, err
 		}
 		tfam := fam
 		if tfam == translate.BothFamilies {
@@ -274,7 +286,7 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 		// matches, so only packets the tproxy rule took and failed to
 		// divert are dropped.
 		return []kernelRule{
-			rule(tproxyStmt{fam: tfam, port: modelPort(a.Port).first}, setMarkStmt{a.Mark.Value}, counterStmt{}, verdictStmt{kind: expr.VerdictAccept}),
+			rule(tproxyStmt{fam: tfam, port: p}, setMarkStmt{a.Mark.Value}, counterStmt{}, verdictStmt{kind: expr.VerdictAccept}),
 			rule(counterStmt{}, verdictStmt{kind: expr.VerdictDrop}),
 		}, nil
 	case translate.ActSetMark:
@@ -287,6 +299,18 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 		return []kernelRule{rule(counterStmt{}, ctZoneStmt{a.Zone})}, nil
 	}
 	return nil, fmt.Errorf("unsupported action kind %d", a.Kind)
+}
+
+// targetPort is the single port a redirect/tproxy sends to.
+func targetPort(p translate.Port) (uint16, error) {
+	r := modelPort(p)
+	if r.first != r.last {
+		return 0, fmt.Errorf("target port %q is a range; only a single port is supported", p.Raw)
+	}
+	if r.first == 0 {
+		return 0, fmt.Errorf("target port 0")
+	}
+	return r.first, nil
 }
 
 // lowerIface handles "-i X" / "-o X"; a trailing "+" is a prefix match.

@@ -164,6 +164,7 @@ func TestLowerErrors(t *testing.T) {
 		{"missing jump target", rule(both, aJump("nope")), `"nope"`},
 		{"redirect without proto", rule(both, aRedirect(1)), "protocol"},
 		{"no family", rule(0, aReturn), "family"},
+		{"redirect to a range", rule(both, translate.Action{Kind: translate.ActRedirect, Port: portRng(1, 2)}, mProto(translate.TCP)), "range"},
 		{"long ifname", rule(both, aReturn, mIif("0123456789abcdef", false)), "15"},
 	}
 	for _, tt := range tests {
