@@ -16,7 +16,10 @@ import (
 // Typed building blocks of a kernel rule. Each one knows its netlink
 // expressions and the text nft prints for them, side by side, so the two
 // renderings cannot drift apart. The expressions are the ones nft 1.0.6
-// itself generates for that text (checked with `nft --debug=netlink`).
+// generates for that text (checked with `nft --debug=netlink`), except that
+// our guards come first where nft puts them right before the load needing
+// them, and interval sets lack nft's leading "0 end" element; `nft list`
+// prints both the same, which the oracle tests check.
 //
 // Byte order traps handled here: ports and addresses are big-endian; mark,
 // uid, gid, ct state and ct zone are host-endian; interface names are
