@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -57,10 +58,14 @@ type Result struct {
 	Err error
 }
 
-// childResult is the child's JSON output.
+// childResult is the child's JSON output, with the identity it ran as so
+// the parent can check the credentials really applied.
 type childResult struct {
-	Reply Reply  `json:"reply"`
-	Err   string `json:"err,omitempty"`
+	Reply  Reply    `json:"reply"`
+	Err    string   `json:"err,omitempty"`
+	UID    int      `json:"uid"`
+	GID    int      `json:"gid"`
+	Groups []uint32 `json:"groups"`
 }
 
 // Run makes the flow from a new process running with the flow's
@@ -96,6 +101,9 @@ func Run(t testing.TB, nsPath string, f Flow) Result {
 	var cr childResult
 	if err := json.Unmarshal(stdout.Bytes(), &cr); err != nil {
 		t.Fatalf("harness: child output for %v: %v\nstdout: %s\nstderr: %s", f, err, stdout.String(), stderr.String())
+	}
+	if cr.UID != int(f.UID) || cr.GID != int(f.GID) || !sameIDs(cr.Groups, f.Groups) {
+		t.Fatalf("harness: child for %v ran as uid=%d gid=%d groups=%v", f, cr.UID, cr.GID, cr.Groups)
 	}
 	res := Result{Reply: cr.Reply}
 	if cr.Err != "" {
@@ -231,7 +239,15 @@ func child(spec string) int {
 		fmt.Fprintf(os.Stderr, "bad flow spec: %v\n", err)
 		return 2
 	}
-	var cr childResult
+	cr := childResult{UID: os.Getuid(), GID: os.Getgid()}
+	groups, err := os.Getgroups()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "getgroups: %v\n", err)
+		return 2
+	}
+	for _, g := range groups {
+		cr.Groups = append(cr.Groups, uint32(g))
+	}
 	reply, err := dial(f)
 	if err != nil {
 		cr.Err = err.Error()
@@ -243,6 +259,25 @@ func child(spec string) int {
 		return 2
 	}
 	return 0
+}
+
+// sameIDs compares id lists as sets.
+func sameIDs(a, b []uint32) bool {
+	seen := map[uint32]bool{}
+	for _, x := range a {
+		seen[x] = true
+	}
+	for _, x := range b {
+		if !seen[x] {
+			return false
+		}
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 func dial(f Flow) (Reply, error) {
