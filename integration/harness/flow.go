@@ -263,21 +263,10 @@ func child(spec string) int {
 
 // sameIDs compares id lists as sets.
 func sameIDs(a, b []uint32) bool {
-	seen := map[uint32]bool{}
-	for _, x := range a {
-		seen[x] = true
-	}
-	for _, x := range b {
-		if !seen[x] {
-			return false
-		}
-	}
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			return false
-		}
-	}
-	return true
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 func dial(f Flow) (Reply, error) {
