@@ -210,7 +210,7 @@ func TestCLIRender(t *testing.T) {
 			if out, err := exec.Command("unshare", "-n", "nft", "-c", "-f", script).CombinedOutput(); err != nil {
 				t.Fatalf("nft -c -f rejects the rendered script: %v\n%s\nscript:\n%s", err, out, r.stdout)
 			}
-			loaded, err := exec.Command("unshare", "-n", "sh", "-c", `nft -f "$0" && nft list ruleset`, script).CombinedOutput()
+			loaded, err := exec.Command("unshare", "-n", "sh", "-c", `nft -f "$0" && nft --stateless list ruleset`, script).CombinedOutput()
 			if err != nil {
 				t.Fatalf("loading the rendered script: %v\n%s", err, loaded)
 			}

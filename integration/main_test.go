@@ -18,11 +18,13 @@ import (
 
 func TestMain(m *testing.M) { harness.Main(m, removeCLI) }
 
-// nftList runs `nft list ARGS` inside the named namespace (nft is a test
-// oracle here; the product never runs it).
+// nftList runs `nft --stateless list ARGS` inside the named namespace (nft
+// is a test oracle here; the product never runs it). Stateless: counters
+// move with stray traffic such as IPv6 multicast reports, and would make
+// comparisons flaky.
 func nftList(t testing.TB, ns string, args ...string) string {
 	t.Helper()
-	return harness.InNS(t, ns, "nft", append([]string{"list"}, args...)...)
+	return harness.InNS(t, ns, "nft", append([]string{"--stateless", "list"}, args...)...)
 }
 
 // ownTables returns the names of the nfintercept tables present in ns.
