@@ -313,6 +313,11 @@ func TestTProxyTransparentPath(t *testing.T) {
 			// The proxy's upstream from the client's address: the app sees
 			// the client, and its replies (to a non-local address) come
 			// back through the conntrack mark and the fwmark route.
+			// The stand-in is not owned by the proxy uid: with istio-iptables'
+			// rules (11a: -o lo ! -d 127.0.0.1 --uid-owner 1337 →
+			// ISTIO_IN_REDIRECT) a uid-1337 connection to the pod address is
+			// redirected to :15006 whatever its mark (IPv6), or dropped as a
+			// martian after REDIRECT to 127.0.0.1 (IPv4).
 			proxy := standIn{owner: harness.Owner{UID: 0, GID: 0}, src: f.client, dst: app, mark: tpMark}
 			r, err := proxy.dial(p.PodPath, 2*time.Second)
 			if err != nil {
