@@ -536,6 +536,9 @@ func readAnnotations(lines []string, i, parent int, rest string) (map[string]str
 			return nil, 0, yamlError(j, "tab in indentation")
 		}
 		if ind <= parent {
+			if ai < 0 && ind == parent && isSeqItem(l[ind:]) {
+				return nil, 0, yamlError(j, "metadata.annotations must be a mapping, not a list")
+			}
 			break
 		}
 		if ai < 0 {
