@@ -513,7 +513,7 @@ func (c *Config) CheckResolved() error {
 		owners       []Owner
 	}{
 		{"user", flagDisplay("proxy-uid"), c.ProxyUIDs},
-		{"group", flagDisplay("proxy-gid"), c.ProxyGIDs},
+		{"group", flagDisplay("proxy-gid") + " (defaults to the --proxy-uid value)", c.ProxyGIDs},
 		{"group", EnvOwnerGroupsInclude, c.OwnerGroupsInclude.Owners},
 		{"group", EnvOwnerGroupsExclude, c.OwnerGroupsExclude},
 	}

@@ -445,6 +445,14 @@ func TestDNSServers(t *testing.T) {
 	refused(t, sys, nil, []string{"--redirect-dns"}, "--redirect-dns", "/etc/resolv.conf", "permission denied")
 }
 
+func TestOptionErrorType(t *testing.T) {
+	_, err := configFor(t, newFake(), envMap{"ISTIO_INBOUND_PORTS": "x"})
+	var oe *OptionError
+	if !errors.As(err, &oe) || oe.Option != "-b/--istio-inbound-ports" || oe.Env != "ISTIO_INBOUND_PORTS" || oe.Value != "x" || oe.Reason == "" {
+		t.Errorf("got %#v", err)
+	}
+}
+
 func TestMiscFlagsCarried(t *testing.T) {
 	c := mustConfig(t, nil, "--drop-invalid", "--dual-stack")
 	if !c.DropInvalid || !c.EnableIPv6 {
