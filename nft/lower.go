@@ -316,7 +316,7 @@ func targetPort(p translate.Port) (uint16, error) {
 // lowerIface handles "-i X" / "-o X"; a trailing "+" is a prefix match.
 // A bare "+" matches every interface and needs no stmt at all.
 func lowerIface(m *translate.Match) (stmt, error) {
-	name := string(m.Iface)
+	name := strings.TrimSpace(string(m.Iface)) // raw spelling may carry spaces
 	wild := strings.HasSuffix(name, "+")
 	if wild {
 		name = strings.TrimSuffix(name, "+")

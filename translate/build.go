@@ -360,6 +360,9 @@ func (b *builder) inbound(tproxy bool) {
 		}
 		return
 	}
+	if len(c.InboundPorts.Ports) == 0 {
+		return // "-b ," : the jump above, nothing to capture
+	}
 	set := portSet(c.InboundPorts.Ports)
 	step := b.nextStep()
 	if tproxy {

@@ -58,10 +58,13 @@ type Config struct {
 type PortList struct {
 	All   bool
 	Ports []Port
+	// Given is set when the option was non-empty, even if it held only
+	// separators (","): istio-iptables then still installs the inbound jump.
+	Given bool
 }
 
-// Empty reports whether the list selects nothing.
-func (l PortList) Empty() bool { return !l.All && len(l.Ports) == 0 }
+// Empty reports whether the option was left empty (no inbound capture).
+func (l PortList) Empty() bool { return !l.All && !l.Given && len(l.Ports) == 0 }
 
 // CIDRList is a CIDR list that may be the wildcard "*", split by family.
 type CIDRList struct {

@@ -52,6 +52,7 @@ func (o Options) Config(sys System) (Config, error) {
 	} else if c.InboundPorts.Ports, err = o.portList("istio-inbound-ports", o.InboundPortsInclude, true); err != nil {
 		return Config{}, err
 	}
+	c.InboundPorts.Given = o.InboundPortsInclude != ""
 	// -d is validated even when unused, but only kept when -b is "*" so
 	// no consumer can apply it by mistake.
 	exclude, err := o.portList("istio-local-exclude-ports", o.InboundPortsExclude, false)
@@ -276,16 +277,16 @@ func cidrReason(err error) string {
 	return s
 }
 
-// ifaceList parses an interface list. Names are trimmed (iptables
-// re-tokenises anyway, and nftables compares bytes).
+// ifaceList parses an interface list. Items keep their spelling for the
+// iptables view (iptables-restore re-tokenises " eth0"); the name itself is
+// validated trimmed, and the nft layer matches the trimmed name.
 func (o *Options) ifaceList(long, raw string) ([]Iface, error) {
 	var l []Iface
 	for _, item := range Split(raw) {
-		name := strings.TrimSpace(item)
-		if why := ifaceProblem(name); why != "" {
+		if why := ifaceProblem(strings.TrimSpace(item)); why != "" {
 			return nil, o.optError(long, raw, why)
 		}
-		l = append(l, Iface(name))
+		l = append(l, Iface(item))
 	}
 	return l, nil
 }
@@ -309,9 +310,11 @@ func isSpace(r rune) bool {
 	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
 }
 
-// tproxySettings parses -t and -r. istio-iptables only reads them in
-// TPROXY mode (the mark in rules, the table for routes when -b is
-// non-empty), so only then are they required to be valid.
+// tproxySettings parses -t and -r. A malformed value is refused in every
+// mode (istio-iptables pastes it and fails late, or silently ignores it);
+// values that are well-formed but unusable for TPROXY (mark 0, a reserved
+// table) only matter where istio-iptables uses them: TPROXY mode, and for
+// the table only with inbound capture.
 func (o *Options) tproxySettings(c *Config) error {
 	tproxy := c.Mode == ModeTProxy
 	mark, why := parseMark(o.InboundTProxyMark)
@@ -319,19 +322,13 @@ func (o *Options) tproxySettings(c *Config) error {
 		why = "mark 0 would send every unmarked packet to the TPROXY routing table"
 	}
 	if why != "" {
-		if tproxy {
-			return o.optError("istio-inbound-tproxy-mark", o.InboundTProxyMark, why)
-		}
-		mark = 0 // unused in REDIRECT mode
+		return o.optError("istio-inbound-tproxy-mark", o.InboundTProxyMark, why)
 	}
 	c.TProxyMark = Mark{Raw: o.InboundTProxyMark, Value: mark}
 
-	table, why := parseRouteTable(o.InboundTProxyRouteTable)
-	if why != "" {
-		if tproxy && !c.InboundPorts.Empty() {
-			return o.optError("istio-inbound-tproxy-route-table", o.InboundTProxyRouteTable, why)
-		}
-		table = 0
+	table, reserved, why := parseRouteTable(o.InboundTProxyRouteTable)
+	if why != "" && (!reserved || tproxy && !c.InboundPorts.Empty()) {
+		return o.optError("istio-inbound-tproxy-route-table", o.InboundTProxyRouteTable, why)
 	}
 	c.TProxyRouteTable = table
 	return nil
@@ -356,20 +353,20 @@ func parseMark(raw string) (uint32, string) {
 	return uint32(n), ""
 }
 
-// parseRouteTable reads a decimal routing table id, refusing the reserved
-// tables: installing "local default dev lo" in default/main/local would
-// break the namespace's routing.
-func parseRouteTable(raw string) (uint32, string) {
+// parseRouteTable reads a decimal routing table id. The reserved tables
+// are reported separately: installing "local default dev lo" in
+// unspec/default/main/local would break the namespace's routing.
+func parseRouteTable(raw string) (table uint32, reserved bool, why string) {
 	s := strings.TrimSpace(raw)
 	n, err := strconv.ParseUint(s, 10, 32)
 	if !isDigits(s) || err != nil {
-		return 0, fmt.Sprintf("%q is not a routing table number (decimal)", s)
+		return 0, false, fmt.Sprintf("%q is not a routing table number (decimal)", s)
 	}
 	switch n {
 	case 0, 253, 254, 255:
-		return 0, fmt.Sprintf("table %d is reserved (unspec/default/main/local)", n)
+		return 0, true, fmt.Sprintf("table %d is reserved (unspec/default/main/local)", n)
 	}
-	return uint32(n), ""
+	return uint32(n), false, ""
 }
 
 // owners fills the uid/gid lists and owner groups.

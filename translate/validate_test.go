@@ -377,15 +377,17 @@ func TestTProxyMarkAndTable(t *testing.T) {
 	for _, v := range []string{"0", "253", "254", "255", "abc", "0x85", "", "-1", "4294967296"} {
 		refused(t, nil, nil, append(tp, "-r", v), "-r/--istio-inbound-tproxy-route-table", fmt.Sprintf("%q", v))
 	}
-	// istio-iptables only reads them in TPROXY mode (-r only with inbound
-	// ports), so such configurations apply there and must be accepted.
-	mustConfig(t, nil, "-t", "abc", "-r", "254")
-	mustConfig(t, nil, "-m", "TPROXY", "-b", "", "-r", "main")
+	// Malformed values are refused in every mode; reserved tables only
+	// matter where the table is used (TPROXY with inbound ports).
+	refused(t, nil, nil, []string{"-t", "abc"}, "-t/--istio-inbound-tproxy-mark", `"abc"`)
+	refused(t, nil, nil, []string{"-r", "main"}, "-r/--istio-inbound-tproxy-route-table", `"main"`)
+	mustConfig(t, nil, "-t", "0", "-r", "254")
+	mustConfig(t, nil, "-m", "TPROXY", "-b", "", "-r", "254")
 }
 
 func TestInterfaces(t *testing.T) {
 	c := mustConfig(t, nil, "-c", "eth0,,veth+, eth1", "-k", "abcdefghijklmno")
-	if !reflect.DeepEqual(c.ExcludeInterfaces, []Iface{"eth0", "veth+", "eth1"}) || !reflect.DeepEqual(c.RerouteVirtualInterfaces, []Iface{"abcdefghijklmno"}) {
+	if !reflect.DeepEqual(c.ExcludeInterfaces, []Iface{"eth0", "veth+", " eth1"}) || !reflect.DeepEqual(c.RerouteVirtualInterfaces, []Iface{"abcdefghijklmno"}) {
 		t.Errorf("interfaces: %q %q", c.ExcludeInterfaces, c.RerouteVirtualInterfaces)
 	}
 	for _, v := range []string{"abcdefghijklmnop", "a/b", "a b", "e+th", " ", "eth0,x\x00"} {
