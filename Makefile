@@ -4,16 +4,20 @@ GO      ?= go
 BIN     ?= bin/nfintercept
 FUZZTIME ?= 60s
 
-.PHONY: all build test unit equivalence fuzz bench demo lint clean
+.PHONY: all build deps test unit equivalence fuzz bench demo lint clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nfintercept
 
+# Debian packages the tests and the demo use (nft/iptables only as oracles).
+deps:
+	.ci/deps
+
 # The test command CI runs: lint, every package's tests (unit, conformance,
 # real-kernel integration, equivalence), then a bounded fuzz run.
-test: lint
+test: deps lint
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 
@@ -29,7 +33,7 @@ fuzz:
 bench:
 	$(GO) run ./bench/cmd/benchdriver
 
-demo: build
+demo: deps build
 	$(GO) run ./integration/demo -bin $(BIN)
 
 lint:
