@@ -13,6 +13,7 @@ package nfintercept
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
@@ -55,6 +56,7 @@ type Result struct {
 // Plan validates the options and builds the rule model without changing
 // anything. Every input error is reported here, naming the option.
 func Plan(req Request) (*Result, error) {
+	req.NetNSPath = NetNSPath(req.NetNSPath)
 	if err := checkNetNS(req.NetNSPath); err != nil {
 		return nil, err
 	}
@@ -79,6 +81,7 @@ func Plan(req Request) (*Result, error) {
 // Apply validates the options and replaces nfintercept's rules in the
 // namespace in one transaction. On error the previous rules stay in place.
 func Apply(req Request) (*Result, error) {
+	req.NetNSPath = NetNSPath(req.NetNSPath)
 	res, err := Plan(req)
 	if err != nil {
 		return nil, err
@@ -95,6 +98,7 @@ func Apply(req Request) (*Result, error) {
 // Cleanup removes everything nfintercept installed in the namespace. It is
 // idempotent: nothing installed is not an error.
 func Cleanup(netnsPath string) error {
+	netnsPath = NetNSPath(netnsPath)
 	if err := checkNetNS(netnsPath); err != nil {
 		return err
 	}
@@ -105,4 +109,13 @@ func Cleanup(netnsPath string) error {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	return nil
+}
+
+// NetNSPath turns a bare namespace name ("pod", as `ip netns` names it)
+// into its file under /var/run/netns; paths are returned unchanged.
+func NetNSPath(nameOrPath string) string {
+	if nameOrPath == "" || strings.Contains(nameOrPath, "/") {
+		return nameOrPath
+	}
+	return "/var/run/netns/" + nameOrPath
 }

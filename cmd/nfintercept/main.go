@@ -28,13 +28,16 @@ Usage:
                                      JSON/YAML; stdin by default) and print the istio-iptables
                                      options Istio's injector would derive
 
-OPTIONS are istio-iptables' flags, with the same names, defaults and environment variables.
--n/--dry-run is "render", --cleanup-only is "cleanup". --network-namespace PATH
+OPTIONS are istio-iptables' flags, with the same names, defaults and environment variables:
+each flag can also be set through the variable named after it in upper case with '_' for '-'
+(ISTIO_INBOUND_PORTS for --istio-inbound-ports); the command line wins.
+-n/--dry-run is "render", --cleanup-only is "cleanup". --network-namespace PATH|NAME
 (/var/run/netns/NAME or /proc/PID/ns/net) selects the namespace to program; without it the
 current one is used. Nothing runs nft, iptables or a shell: rules go over netlink in one
 transaction.
 
-Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options.
+Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options,
+126 --run-validation saw no redirect.
 `
 
 // errUsage marks errors in the user's input (exit status 2).
@@ -50,8 +53,11 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "nfintercept: "+err.Error())
 	var u errUsage
-	if errors.As(err, &u) {
+	switch {
+	case errors.As(err, &u):
 		os.Exit(2)
+	case errors.Is(err, nfintercept.ErrValidation):
+		os.Exit(126) // istio-iptables' status for a failed --run-validation
 	}
 	os.Exit(1)
 }
@@ -91,16 +97,34 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	if opts.CleanupOnly && cmd == "apply" {
 		cmd = "cleanup"
 	}
-	req := nfintercept.Request{Options: opts, NetNSPath: opts.NetworkNamespace}
+	req := nfintercept.Request{Options: opts, NetNSPath: nfintercept.NetNSPath(opts.NetworkNamespace)}
 	log := func(format string, a ...any) { fmt.Fprintf(stderr, "nfintercept: "+format+"\n", a...) }
 
 	switch cmd {
 	case "apply":
-		res, err := nfintercept.Apply(req)
+		var res *nfintercept.Result
+		var err error
+		if opts.SkipRuleApply {
+			res, err = nfintercept.Plan(req)
+		} else {
+			res, err = nfintercept.Apply(req)
+		}
 		if err != nil {
 			return classify(err)
 		}
-		log("applied %s in %s", summary(res.Ruleset), where(req.NetNSPath))
+		if opts.SkipRuleApply {
+			log("--skip-rule-apply: options are valid, nothing installed")
+		} else {
+			log("applied %s in %s", summary(res.Ruleset), where(req.NetNSPath))
+		}
+		if !opts.RunValidation {
+			return nil
+		}
+		c := res.Config
+		if err := nfintercept.Probe(req.NetNSPath, c.ProxyPort.From, c.InboundCapturePort.From, opts.IptablesProbePort, opts.ProbeTimeout); err != nil {
+			return err
+		}
+		log("validation passed: a probe connection to port %d was redirected to the proxy", opts.IptablesProbePort)
 		return nil
 	case "render":
 		return render(req, *format, *family, stdout)

@@ -1,0 +1,148 @@
+package nfintercept
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrValidation is returned by Probe when no probe connection was
+// redirected in time (istio-iptables exits 126 then).
+var ErrValidation = errors.New("validation failed: probe connection was not redirected to the proxy")
+
+// Probe checks the data path the way istio-iptables' --run-validation
+// does: it listens on the proxy's outbound and inbound ports on localhost,
+// connects to the inbound passthrough address (127.0.0.6 or ::6) on
+// probePort, and succeeds when a listener sees that connection with its
+// original destination port. Only the proxy's uid/gid is looped back to
+// inbound by the rules, so run it as that user (with --skip-rule-apply).
+//
+// The family follows istio-iptables: IPv6 when the namespace's first
+// non-loopback, non-link-local address is IPv6.
+func Probe(nsPath string, proxyPort, inboundPort, probePort uint16, timeout time.Duration) error {
+	nsPath = NetNSPath(nsPath)
+	addrs, err := localAddrs(nsPath)
+	if err != nil {
+		return fmt.Errorf("validation: %w", err)
+	}
+	local, target := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.6")
+	if len(addrs) > 0 && addrs[0].Is6() {
+		local, target = netip.IPv6Loopback(), netip.MustParseAddr("::6")
+	}
+	seen := make(chan uint16, 16)
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	return inNamespace(nsPath, func() error {
+		for _, port := range []uint16{proxyPort, inboundPort} {
+			l, err := net.Listen("tcp", netip.AddrPortFrom(local, port).String())
+			if err != nil {
+				return fmt.Errorf("validation: listen on port %d: %w", port, err)
+			}
+			listeners = append(listeners, l)
+			go acceptOriginalPorts(l, seen)
+		}
+		deadline := time.Now().Add(timeout)
+		dialer := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0)), Timeout: time.Second}
+		for {
+			if c, err := dialer.Dial("tcp", netip.AddrPortFrom(target, probePort).String()); err == nil {
+				c.Close()
+			}
+			select {
+			case port := <-seen:
+				if port == probePort {
+					return nil
+				}
+			case <-time.After(time.Second):
+			}
+			if time.Now().After(deadline) {
+				return ErrValidation
+			}
+		}
+	})
+}
+
+func acceptOriginalPorts(l net.Listener, seen chan<- uint16) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		if port, ok := originalPort(c.(*net.TCPConn)); ok {
+			select {
+			case seen <- port:
+			default:
+			}
+		}
+		c.Close()
+	}
+}
+
+// originalPort reads the original destination port of a redirected
+// connection: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6, same
+// number at SOL_IPV6). Both return a sockaddr with the port in bytes 2–3.
+func originalPort(c *net.TCPConn) (uint16, bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	level := unix.SOL_IP
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
+		level = unix.SOL_IPV6
+	}
+	var buf [32]byte // fits sockaddr_in6
+	var gerr error = unix.EINVAL
+	raw.Control(func(fd uintptr) {
+		n := uint32(len(buf))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), unix.SO_ORIGINAL_DST,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if e == 0 {
+			gerr = nil
+		}
+	})
+	if gerr != nil {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(buf[2:4]), true
+}
+
+// inNamespace runs fn on an OS thread switched into nsPath ("" = stay).
+// Sockets created by fn belong to that namespace. If switching back fails
+// the thread stays locked, so Go retires it instead of reusing it.
+func inNamespace(nsPath string, fn func() error) error {
+	if nsPath == "" {
+		return fn()
+	}
+	target, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", nsPath, err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", nsPath, err)
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err == nil {
+		runtime.UnlockOSThread()
+	}
+	return ferr
+}
