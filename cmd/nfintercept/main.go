@@ -24,6 +24,9 @@ Usage:
                                      input, or the rule model as JSON
         --family ipv4|ipv6           with --format iptables: which family (default ipv4)
   nfintercept cleanup [OPTIONS]      remove everything nfintercept installed (idempotent)
+  nfintercept verify [OPTIONS]       compare the namespace with what OPTIONS install and print
+                                     the differences; exit 1 on drift. --reconcile re-applies
+                                     atomically when drift is found (exit 0 once in sync)
   nfintercept annotations [FILE]     read pod annotations (key=value lines or a Pod manifest in
                                      JSON/YAML; stdin by default) and print the istio-iptables
                                      options Istio's injector would derive
@@ -128,6 +131,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return nil
 	case "render":
 		return render(req, *format, *family, stdout)
+	case "verify":
+		return verify(req, stdout, log)
 	case "cleanup":
 		// Options are still validated, so a typo does not silently clean up
 		// somewhere unexpected.
@@ -140,7 +145,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		log("removed nfintercept rules from %s", where(req.NetNSPath))
 		return nil
 	}
-	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, annotations; see --help)", cmd)}
+	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify, annotations; see --help)", cmd)}
 }
 
 func withOfflineIPv6(req nfintercept.Request) nfintercept.Request {
