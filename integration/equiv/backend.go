@@ -1,0 +1,146 @@
+package equiv
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+// Backend is how a twin's pod gets its rules.
+type Backend string
+
+const (
+	// BackendNft is nfintercept itself: nfintercept.Apply (nftables over
+	// netlink, plus its own policy routing).
+	BackendNft Backend = "nft"
+	// BackendIptablesNft loads the iptables view (compat.Restore, both
+	// families) with iptables-nft-restore / ip6tables-nft-restore.
+	BackendIptablesNft Backend = "iptables-nft"
+	// BackendIptablesLegacy loads it with the legacy (x_tables) tools.
+	BackendIptablesLegacy Backend = "iptables-legacy"
+)
+
+// Backends lists the three twins of every comparison; the first is the one
+// the others are compared with in reports.
+var Backends = []Backend{BackendNft, BackendIptablesNft, BackendIptablesLegacy}
+
+func (b Backend) short() string {
+	switch b {
+	case BackendNft:
+		return "nft"
+	case BackendIptablesNft:
+		return "ipn"
+	case BackendIptablesLegacy:
+		return "ipl"
+	}
+	return "x"
+}
+
+// restoreTools names the restore binaries of an iptables backend.
+func (b Backend) restoreTools() (v4, v6 string) {
+	switch b {
+	case BackendIptablesNft:
+		return "iptables-nft-restore", "ip6tables-nft-restore"
+	case BackendIptablesLegacy:
+		return "iptables-legacy-restore", "ip6tables-legacy-restore"
+	}
+	return "", ""
+}
+
+// Plan is what one configuration installs: the request nfintercept gets and
+// the iptables-restore input of each family rendered from the same model.
+type Plan struct {
+	Request  nfintercept.Request
+	Config   translate.Config
+	Ruleset  *translate.Ruleset
+	Iptables map[translate.Family]string
+}
+
+// NewPlan validates the request and renders the iptables view.
+func NewPlan(req nfintercept.Request) (*Plan, error) {
+	res, err := nfintercept.Plan(req)
+	if err != nil {
+		return nil, err
+	}
+	return &Plan{
+		Request: req,
+		Config:  res.Config,
+		Ruleset: res.Ruleset,
+		Iptables: map[translate.Family]string{
+			translate.IPv4: compat.Restore(res.Ruleset, translate.IPv4),
+			translate.IPv6: compat.Restore(res.Ruleset, translate.IPv6),
+		},
+	}, nil
+}
+
+// Install puts the plan's rules into the twin's pod. iptables text can be
+// altered first (the sanity test drops a line to prove differences are
+// seen).
+func (tw *Twin) Install(p *Plan, mutate func(Backend, translate.Family, string) string) error {
+	if tw.Backend == BackendNft {
+		req := p.Request
+		req.NetNSPath = tw.Path(FromPod)
+		if _, err := nfintercept.Apply(req); err != nil {
+			return fmt.Errorf("nfintercept.Apply: %w", err)
+		}
+		return nil
+	}
+	tool4, tool6 := tw.Backend.restoreTools()
+	for _, fam := range []translate.Family{translate.IPv4, translate.IPv6} {
+		text := p.Iptables[fam]
+		if mutate != nil {
+			text = mutate(tw.Backend, fam, text)
+		}
+		if text == "" {
+			continue
+		}
+		tool := tool4
+		if fam == translate.IPv6 {
+			tool = tool6
+		}
+		// istio-iptables restores with --noflush.
+		if out, err := runIn(tw.Name(FromPod), text, tool, "--noflush"); err != nil {
+			return fmt.Errorf("%s: %v\n%s\ninput:\n%s", tool, err, out, text)
+		}
+	}
+	return tw.istioRouting(p.Config)
+}
+
+// istioRouting does what istio-iptables' ConfigureRoutes does after the
+// rules (SPEC §2.4), derived from the configuration rather than from the
+// model so a wrong model shows up as a difference: ::6 on lo when IPv6 is
+// enabled; with TPROXY and inbound ports, "ip rule fwmark M lookup RT" and a
+// local default route in RT, per enabled family.
+func (tw *Twin) istioRouting(cfg translate.Config) error {
+	var v4, v6 []string
+	if cfg.EnableIPv6 {
+		v6 = append(v6, "addr add ::6/128 dev lo nodad")
+	}
+	if cfg.Mode == translate.ModeTProxy && !cfg.InboundPorts.Empty() {
+		rule := fmt.Sprintf("rule add fwmark %d lookup %d", cfg.TProxyMark.Value, cfg.TProxyRouteTable)
+		v4 = append(v4, rule, fmt.Sprintf("route add local 0.0.0.0/0 dev lo table %d", cfg.TProxyRouteTable))
+		if cfg.EnableIPv6 {
+			v6 = append(v6, rule, fmt.Sprintf("route add local ::/0 dev lo table %d", cfg.TProxyRouteTable))
+		}
+	}
+	for _, b := range []struct {
+		family string
+		cmds   []string
+	}{{"", v4}, {"-6", v6}} {
+		if len(b.cmds) == 0 {
+			continue
+		}
+		args := []string{"-n", tw.Name(FromPod)}
+		if b.family != "" {
+			args = append(args, b.family)
+		}
+		args = append(args, "-batch", "-")
+		if out, err := runTool("ip", strings.Join(b.cmds, "\n")+"\n", args...); err != nil {
+			return fmt.Errorf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
