@@ -35,27 +35,73 @@ func apply(rs *translate.Ruleset, nsPath string) error {
 	if err != nil {
 		return err
 	}
-	return withConn(nsPath, batchSize(tables), func(c *nftables.Conn) error {
-		for _, name := range replacedTables(tables) {
-			t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-			c.AddTable(t) // no-op when it exists; makes the delete safe
-			c.DelTable(t)
+	return applyTables(nsPath, tables, nil)
+}
+
+// applyTables replaces our tables (and the extra ones named) in the
+// namespace with tables, in one batch.
+func applyTables(nsPath string, tables []*loweredTable, extra []string) error {
+	rules := 0
+	for _, lt := range tables {
+		for _, lc := range lt.chains {
+			rules += len(lc.rules)
 		}
-		enc := &encoder{conn: c}
-		rules := 0
-		for _, lt := range tables {
-			if err := enc.addTable(lt); err != nil {
-				return err
-			}
-			for _, lc := range lt.chains {
-				rules += len(lc.rules)
-			}
+	}
+	for {
+		destroy := !noDestroy.Load()
+		t, err := replaceTxn(tables, extra, destroy)
+		if err != nil {
+			return err
 		}
-		if err := c.Flush(); err != nil {
+		err = t.commit(nsPath)
+		if destroy && destroyUnsupported(err) {
+			noDestroy.Store(true) // kernel before 6.3: replace the old way
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("netlink batch (%d tables, %d rules): %w", len(tables), rules, err)
 		}
 		return nil
-	})
+	}
+}
+
+// replaceTxn builds the batch that replaces our tables with tables. With
+// destroy, each old table is removed with DESTROYTABLE (a no-op when it is
+// absent); otherwise with AddTable+DelTable (the add makes the delete
+// safe), which always leaves a deletion for the kernel to clean up.
+func replaceTxn(tables []*loweredTable, extra []string, destroy bool) (*txn, error) {
+	t, err := newTxn()
+	if err != nil {
+		return nil, err
+	}
+	names := replacedTables(tables)
+	for _, n := range extra {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	for _, name := range names {
+		if destroy {
+			t.destroyTable(name)
+			continue
+		}
+		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
+		t.lib.AddTable(tb)
+		t.lib.DelTable(tb)
+		if err := t.take(); err != nil {
+			return nil, err
+		}
+	}
+	enc := &encoder{txn: t, conn: t.lib}
+	for _, lt := range tables {
+		if err := enc.addTable(lt); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.take(); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // replacedTables names every table Apply deletes first: each known kind

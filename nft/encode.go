@@ -9,14 +9,17 @@ import (
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// maxSetChunk caps the elements per set-element message: v0.3.0 packs one
-// call into one netlink attribute whose 16-bit length silently overflows
-// (elements get lost) past ~64 KiB.
+// maxSetChunk caps the elements of an anonymous set, which the library
+// encodes in one message: v0.3.0 packs them into one netlink attribute
+// whose 16-bit length silently overflows (elements get lost) past ~64 KiB.
+// It also chunks named sets encoded by the library (encoder without txn).
 const maxSetChunk = 1000
 
-// encoder queues lowered tables on a Conn as one batch.
+// encoder queues lowered tables on a library Conn: either a real one, or
+// the one of a txn, which then also takes the named sets' elements.
 type encoder struct {
-	conn   *nftables.Conn
+	txn    *txn           // nil: elements go through the library too
+	conn   *nftables.Conn // txn.lib when txn is set
 	table  *nftables.Table
 	named  map[*setRef]*nftables.Set
 	nextID uint32
@@ -76,13 +79,8 @@ func (e *encoder) addTable(lt *loweredTable) error {
 		if err := e.conn.AddSet(ks, nil); err != nil {
 			return fmt.Errorf("table %s set %s: %w", lt.name, s.name, err)
 		}
-		elems := s.elements()
-		for len(elems) > 0 {
-			n := min(len(elems), maxSetChunk)
-			if err := e.conn.SetAddElements(ks, elems[:n]); err != nil {
-				return fmt.Errorf("table %s set %s: %w", lt.name, s.name, err)
-			}
-			elems = elems[n:]
+		if err := e.addElements(lt.name, ks, s); err != nil {
+			return fmt.Errorf("table %s set %s: %w", lt.name, s.name, err)
 		}
 		e.named[s] = ks
 	}
@@ -97,6 +95,27 @@ func (e *encoder) addTable(lt *loweredTable) error {
 	}
 	if e.err != nil {
 		return fmt.Errorf("table %s: %w", lt.name, e.err)
+	}
+	return nil
+}
+
+// addElements queues the elements of a named set: encoded directly into
+// the transaction, or through the library in chunks of maxSetChunk.
+func (e *encoder) addElements(table string, ks *nftables.Set, s *setRef) error {
+	if e.txn != nil {
+		if err := e.txn.take(); err != nil {
+			return err
+		}
+		e.txn.msgs = append(e.txn.msgs, setElemMsgs(table, s.name, ks.ID, s)...)
+		return nil
+	}
+	elems := s.elements()
+	for len(elems) > 0 {
+		n := min(len(elems), maxSetChunk)
+		if err := e.conn.SetAddElements(ks, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -100,54 +99,61 @@ func (s *setRef) interval() bool {
 	return false
 }
 
-// elements encodes the set's kernel elements. An interval [a, b] is the
-// start element a and the end element b+1 flagged IntervalEnd; a range that
-// reaches the top of the key space has no end element.
+// elements lists the set's kernel elements (see walk).
 func (s *setRef) elements() []nftables.SetElement {
-	interval := s.interval()
-	var out []nftables.SetElement
-	add := func(first, endKey []byte, top bool) {
-		out = append(out, nftables.SetElement{Key: first})
-		if interval && !top {
-			out = append(out, nftables.SetElement{Key: endKey, IntervalEnd: true})
-		}
+	out := make([]nftables.SetElement, 0, 2*s.len())
+	// One backing array for all keys: sets can have 100,000s of elements.
+	keys := make([]byte, 0, 2*s.keyLen()*s.len())
+	s.walk(func(key []byte, end bool) {
+		at := len(keys)
+		keys = append(keys, key...)
+		out = append(out, nftables.SetElement{Key: keys[at:len(keys):len(keys)], IntervalEnd: end})
+	})
+	return out
+}
+
+// keyLen is the byte length of the set's keys.
+func (s *setRef) keyLen() int {
+	switch s.typ {
+	case translate.SetIPv4Prefixes:
+		return 4
+	case translate.SetIPv6Prefixes:
+		return 16
 	}
+	return 2
+}
+
+// walk yields the set's kernel elements in order, keys big-endian (key is
+// only valid during the call). An interval [a, b] is the start element a
+// and, in interval sets, the end element b+1 flagged end; a range that
+// reaches the top of the key space has no end element.
+func (s *setRef) walk(yield func(key []byte, end bool)) {
+	interval := s.interval()
+	var kb [16]byte
 	if s.typ == translate.SetPorts {
-		be := binaryutil.BigEndian
+		be := binary.BigEndian
 		for _, r := range s.ports {
-			add(be.PutUint16(r.first), be.PutUint16(r.last+1), r.last == 0xffff)
+			yield(be.AppendUint16(kb[:0], r.first), false)
+			if interval && r.last != 0xffff {
+				yield(be.AppendUint16(kb[:0], r.last+1), true)
+			}
 		}
-		return out
+		return
 	}
 	v4 := s.typ == translate.SetIPv4Prefixes
-	width := 16
-	if v4 {
-		width = 4
-	}
 	top := maxNum(v4)
-	// One backing array for all keys: sets can have 100,000s of elements.
-	keys := make([]byte, 0, 2*width*len(s.intervals))
 	key := func(n u128) []byte {
-		at := len(keys)
 		if v4 {
-			keys = binary.BigEndian.AppendUint32(keys, uint32(n.lo))
-		} else {
-			keys = binary.BigEndian.AppendUint64(keys, n.hi)
-			keys = binary.BigEndian.AppendUint64(keys, n.lo)
+			return binary.BigEndian.AppendUint32(kb[:0], uint32(n.lo))
 		}
-		return keys[at:len(keys):len(keys)]
+		return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(kb[:0], n.hi), n.lo)
 	}
-	out = make([]nftables.SetElement, 0, 2*len(s.intervals))
 	for _, iv := range s.intervals {
-		last := addrNum(iv.Last)
-		first := key(addrNum(iv.First))
-		var end []byte
-		if last != top {
-			end = key(last.inc())
+		yield(key(addrNum(iv.First)), false)
+		if last := addrNum(iv.Last); interval && last != top {
+			yield(key(last.inc()), true)
 		}
-		add(first, end, last == top)
 	}
-	return out
 }
 
 // elementsText lists the elements the way nft prints them.
