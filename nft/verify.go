@@ -18,20 +18,38 @@ import (
 // tables and routing are ignored. The kernel state is read as one
 // consistent snapshot (the ruleset generation is checked around the read).
 func Verify(rs *translate.Ruleset, nsPath string) (*Drift, error) {
-	want, err := desiredState(rs)
+	ds, err := VerifyEach(nsPath, rs)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return nil, err
+	}
+	return ds[0], nil
+}
+
+// VerifyEach compares one snapshot of the namespace with each ruleset, to
+// tell which of several configurations it holds.
+func VerifyEach(nsPath string, rss ...*translate.Ruleset) ([]*Drift, error) {
+	wants := make([][]desiredTable, len(rss))
+	for i, rs := range rss {
+		w, err := desiredState(rs)
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		wants[i] = w
 	}
 	have, err := readKernelState(nsPath)
 	if err != nil {
 		return nil, fmt.Errorf("verify %s: %w", nsName(nsPath), err)
 	}
-	d := &Drift{Where: nsName(nsPath)}
-	compareTables(d, want, have)
-	if err := verifyRouting(d, rs, nsPath); err != nil {
-		return nil, fmt.Errorf("verify %s: %w", nsName(nsPath), err)
+	out := make([]*Drift, len(rss))
+	for i, rs := range rss {
+		d := &Drift{Where: nsName(nsPath)}
+		compareTables(d, wants[i], have)
+		if err := verifyRouting(d, rs, nsPath); err != nil {
+			return nil, fmt.Errorf("verify %s: %w", nsName(nsPath), err)
+		}
+		out[i] = d
 	}
-	return d, nil
+	return out, nil
 }
 
 // Drift is the difference between the desired ruleset and the kernel.

@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -89,9 +92,9 @@ func (s *kernelSet) declText() string {
 // while it was read.
 const snapshotRetries = 20
 
-// readKernelState reads our tables over netlink: tables, chains, sets and
-// elements through the library (those decode without loss), rules as raw
-// attributes. The ruleset generation is read before and after; a change in
+// readKernelState reads our tables over one netlink socket: tables,
+// chains, sets, elements and rules, all parsed here (the library's rule
+// decoding loses data). The ruleset generation is read before and after; a change in
 // between means another process committed meanwhile, and the read restarts.
 func readKernelState(nsPath string) (*kernelState, error) {
 	fd := 0
@@ -108,174 +111,121 @@ func readKernelState(nsPath string) (*kernelState, error) {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
 	defer raw.Close()
-	opts := []nftables.ConnOption{}
-	if fd != 0 {
-		opts = append(opts, nftables.WithNetNSFd(fd))
-	}
-	for range snapshotRetries {
+	for attempt := range snapshotRetries {
+		if attempt > 0 {
+			// Let a burst of commits pass; jitter keeps two readers from
+			// retrying in step with two writers.
+			time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
+		}
 		before, err := rulesetGeneration(raw)
 		if err != nil {
 			return nil, err
 		}
-		c, err := nftables.New(opts...)
-		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
-		}
-		st, err := readKernelOnce(c, raw)
-		if err != nil {
-			return nil, err
-		}
+		st, rerr := readKernelOnce(raw)
 		after, err := rulesetGeneration(raw)
 		if err != nil {
 			return nil, err
 		}
-		if before == after {
-			return st, nil
+		if before != after {
+			continue // an object read a moment ago may be gone: read again
 		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		return st, nil
 	}
 	return nil, fmt.Errorf("the ruleset changed during each of %d reads", snapshotRetries)
 }
 
-func readKernelOnce(c *nftables.Conn, raw *netlink.Conn) (*kernelState, error) {
-	ts, err := ourTableFlags(raw)
+func readKernelOnce(raw *netlink.Conn) (*kernelState, error) {
+	ts, err := ourKernelTables(raw)
 	if err != nil {
 		return nil, err
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, fmt.Errorf("list chains: %w", err)
-	}
 	st := &kernelState{}
 	for _, kt := range ts {
-		t := &nftables.Table{Family: nftables.TableFamilyINet, Name: kt.name}
-		for _, ch := range chains {
-			if ch.Table.Name != t.Name {
-				continue
-			}
-			kc := &kernelChainState{name: ch.Name, policy: ch.Policy}
-			if ch.Hooknum != nil {
-				kc.base = &translate.BaseChain{Type: translate.ChainType(ch.Type), Hook: hookName(*ch.Hooknum)}
-				if ch.Priority != nil {
-					kc.base.Priority = int32(*ch.Priority)
-				}
-			}
-			kt.chains = append(kt.chains, kc)
+		if err := readChains(raw, kt); err != nil {
+			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
-		if err := readSets(c, t, kt); err != nil {
-			return nil, fmt.Errorf("table %s: %w", t.Name, err)
+		if err := readSets(raw, kt); err != nil {
+			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
 		if err := readRules(raw, kt); err != nil {
-			return nil, fmt.Errorf("table %s: %w", t.Name, err)
+			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
 		st.tables = append(st.tables, kt)
 	}
 	return st, nil
 }
 
-func readSets(c *nftables.Conn, t *nftables.Table, kt *kernelTable) error {
-	sets, err := c.GetSets(t)
+// readChains dumps the table's chains (NFT_MSG_GETCHAIN) with their hook,
+// priority, type and policy.
+func readChains(raw *netlink.Conn, kt *kernelTable) error {
+	msgs, err := dump(raw, unix.NFT_MSG_GETCHAIN, netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
-		return fmt.Errorf("list sets: %w", err)
-	}
-	for _, s := range sets {
-		elems, err := c.GetSetElements(s)
-		if err != nil {
-			return fmt.Errorf("set %s: list elements: %w", s.Name, err)
-		}
-		ss, err := setState(s, elems)
-		if err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		content := contentOfState(s.KeyType.Name, ss)
-		if s.Anonymous {
-			kt.anon[s.Name] = content.key()
-			continue
-		}
-		kt.sets = append(kt.sets, &kernelSet{name: s.Name, keyType: s.KeyType.Name, interval: s.Interval, isMap: s.IsMap, content: content})
-	}
-	return nil
-}
-
-// readRules dumps the table's rules (NFT_MSG_GETRULE filtered by table)
-// and canonicalises their expressions.
-func readRules(raw *netlink.Conn, kt *kernelTable) error {
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")}})
-	if err != nil {
-		return err
-	}
-	msgs, err := raw.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append(nfgenmsg(unix.NFPROTO_INET), attrs...),
-	})
-	if err != nil {
-		return fmt.Errorf("dump rules: %w", err)
-	}
-	resolve := func(name string) string {
-		if k, ok := kt.anon[name]; ok {
-			return k
-		}
-		return "@" + name
+		return fmt.Errorf("list chains: %w", err)
 	}
 	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
 		as, err := netlink.UnmarshalAttributes(m.Data[4:])
 		if err != nil {
-			return fmt.Errorf("rule message: %w", err)
+			return fmt.Errorf("chain message: %w", err)
 		}
-		var table, chain string
-		var r kernelRuleState
+		var table, typ string
+		kc := &kernelChainState{}
+		var hook *translate.BaseChain
 		for _, a := range as {
 			switch a.Type & nlaTypeMask {
-			case unix.NFTA_RULE_TABLE:
+			case unix.NFTA_CHAIN_TABLE:
 				table = strings.TrimRight(string(a.Data), "\x00")
-			case unix.NFTA_RULE_CHAIN:
-				chain = strings.TrimRight(string(a.Data), "\x00")
-			case unix.NFTA_RULE_HANDLE:
-				if len(a.Data) == 8 {
-					r.handle = binary.BigEndian.Uint64(a.Data)
+			case unix.NFTA_CHAIN_NAME:
+				kc.name = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_CHAIN_TYPE:
+				typ = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_CHAIN_POLICY:
+				if len(a.Data) == 4 {
+					p := nftables.ChainPolicy(binary.BigEndian.Uint32(a.Data))
+					kc.policy = &p
 				}
-			case unix.NFTA_RULE_EXPRESSIONS:
-				if r.exprs, err = parseExprs(a.Data, resolve); err != nil {
-					return fmt.Errorf("chain %s rule handle %d: %w", chain, r.handle, err)
+			case unix.NFTA_CHAIN_HOOK:
+				hs, err := netlink.UnmarshalAttributes(a.Data)
+				if err != nil {
+					return fmt.Errorf("chain hook: %w", err)
+				}
+				hook = &translate.BaseChain{}
+				for _, h := range hs {
+					if len(h.Data) != 4 {
+						continue
+					}
+					switch h.Type & nlaTypeMask {
+					case unix.NFTA_HOOK_HOOKNUM:
+						hook.Hook = hookName(nftables.ChainHook(binary.BigEndian.Uint32(h.Data)))
+					case unix.NFTA_HOOK_PRIORITY:
+						hook.Priority = int32(binary.BigEndian.Uint32(h.Data))
+					}
 				}
 			}
 		}
 		if table != kt.name {
 			continue
 		}
-		kc := kt.chain(chain)
-		if kc == nil {
-			return fmt.Errorf("rule in unknown chain %q", chain)
+		if hook != nil {
+			hook.Type = translate.ChainType(typ)
+			kc.base = hook
 		}
-		r.key = exprsKey(r.exprs)
-		kc.rules = append(kc.rules, r)
+		kt.chains = append(kt.chains, kc)
 	}
 	return nil
 }
 
-// ourTableFlags dumps the inet tables (NFT_MSG_GETTABLE) and returns ours
-// with their flags, which v0.3.0 decodes in the wrong byte order.
-func ourTableFlags(raw *netlink.Conn) ([]*kernelTable, error) {
-	msgs, err := raw.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: nfgenmsg(unix.NFPROTO_INET),
-	})
+// ourKernelTables dumps the inet tables (NFT_MSG_GETTABLE) and returns ours with
+// their flags (which v0.3.0 decodes in the wrong byte order).
+func ourKernelTables(raw *netlink.Conn) ([]*kernelTable, error) {
+	msgs, err := dump(raw, unix.NFT_MSG_GETTABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	var out []*kernelTable
 	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
 		as, err := netlink.UnmarshalAttributes(m.Data[4:])
 		if err != nil {
 			return nil, fmt.Errorf("table message: %w", err)
@@ -352,15 +302,89 @@ func contentOfRef(s *setRef) setContent {
 	return c
 }
 
-func contentOfState(keyType string, ss SetState) setContent {
-	c := setContent{keyType: keyType, typ: ss.Type}
-	for _, iv := range ss.Intervals {
-		c.ranges = append(c.ranges, numRange{addrNum(iv.First), addrNum(iv.Last)})
+// contentOfElements rebuilds the ranges of a kernel set, as setState does
+// for Tables but without its costly sort of library elements: in an
+// interval set a start element opens a range and the next end element
+// (exclusive) closes it, an unclosed start runs to the top of the key
+// space; elements of other sets are single keys.
+func contentOfElements(s *nftables.Set, elems []setElem) (setContent, error) {
+	c := setContent{keyType: s.KeyType.Name}
+	var width int
+	switch s.KeyType.Name {
+	case nftables.TypeIPAddr.Name:
+		c.typ, width = translate.SetIPv4Prefixes, 4
+	case nftables.TypeIP6Addr.Name:
+		c.typ, width = translate.SetIPv6Prefixes, 16
+	case nftables.TypeInetService.Name:
+		c.typ, width = translate.SetPorts, 2
+	default:
+		// Not a type we create: compare the element count at least.
+		c.keyType += fmt.Sprintf(" (%d elements)", len(elems))
+		return c, nil
 	}
-	for _, p := range ss.Ports {
-		c.ranges = append(c.ranges, numRange{u128{0, uint64(p.From)}, u128{0, uint64(p.To)}})
+	type elem struct {
+		n   u128
+		end bool
 	}
-	return c
+	es := make([]elem, 0, len(elems))
+	for _, e := range elems {
+		if len(e.key) != width {
+			return c, fmt.Errorf("element key of %d bytes, want %d", len(e.key), width)
+		}
+		var n u128
+		switch width {
+		case 16:
+			n = u128{binary.BigEndian.Uint64(e.key[:8]), binary.BigEndian.Uint64(e.key[8:])}
+		case 4:
+			n = u128{0, uint64(binary.BigEndian.Uint32(e.key))}
+		default:
+			n = u128{0, uint64(binary.BigEndian.Uint16(e.key))}
+		}
+		es = append(es, elem{n, e.end})
+	}
+	// By key, end elements first on equal keys (an end at k closes the
+	// range before the one starting at k).
+	slices.SortFunc(es, func(a, b elem) int {
+		switch {
+		case a.n.less(b.n):
+			return -1
+		case b.n.less(a.n):
+			return 1
+		case a.end == b.end:
+			return 0
+		case a.end:
+			return -1
+		}
+		return 1
+	})
+	top := maxNum(width == 4)
+	if width == 2 {
+		top = u128{0, 0xffff}
+	}
+	var rs []numRange
+	var open *u128
+	for i := range es {
+		e := es[i]
+		switch {
+		case !s.Interval:
+			rs = append(rs, numRange{e.n, e.n})
+		case e.end && open != nil:
+			rs = append(rs, numRange{*open, e.n.dec()})
+			open = nil
+		case e.end:
+			// an end without a start: nft's leading "0 end" element
+		default:
+			if open != nil { // start after start: the first was a single key
+				rs = append(rs, numRange{*open, *open})
+			}
+			open = &es[i].n
+		}
+	}
+	if open != nil {
+		rs = append(rs, numRange{*open, top})
+	}
+	c.ranges = mergeRanges(rs, top)
+	return c, nil
 }
 
 // key identifies the content; it stands for an anonymous set in a lookup.
@@ -422,4 +446,215 @@ func subtractRanges(a, b []numRange) []numRange {
 func (a u128) dec() u128 {
 	lo, borrow := bits.Sub64(a.lo, 1, 0)
 	return u128{a.hi - borrow, lo}
+}
+
+// --- raw dumps ---
+
+// dump runs an nftables dump request for the inet family and returns the
+// answers, each with at least its nfgenmsg header.
+func dump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netlink.Message, error) {
+	data, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := raw.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | int(msgType)),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append(nfgenmsg(unix.NFPROTO_INET), data...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := msgs[:0]
+	for _, m := range msgs {
+		if len(m.Data) >= 4 {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// readSets dumps the table's sets (NFT_MSG_GETSET) and each one's elements
+// (NFT_MSG_GETSETELEM). Anonymous sets are kept by name for the lookups
+// that use them.
+func readSets(raw *netlink.Conn, kt *kernelTable) error {
+	msgs, err := dump(raw, unix.NFT_MSG_GETSET, netlink.Attribute{Type: unix.NFTA_SET_TABLE, Data: []byte(kt.name + "\x00")})
+	if err != nil {
+		return fmt.Errorf("list sets: %w", err)
+	}
+	for _, m := range msgs {
+		s, err := parseSet(m)
+		if err != nil {
+			return err
+		}
+		if s.Table.Name != kt.name {
+			continue
+		}
+		elems, err := readElements(raw, kt.name, s.Name)
+		if err != nil {
+			return fmt.Errorf("set %s: list elements: %w", s.Name, err)
+		}
+		content, err := contentOfElements(s, elems)
+		if err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		if s.Anonymous {
+			kt.anon[s.Name] = content.key()
+			continue
+		}
+		kt.sets = append(kt.sets, &kernelSet{name: s.Name, keyType: s.KeyType.Name, interval: s.Interval, isMap: s.IsMap, content: content})
+	}
+	return nil
+}
+
+// keyTypes are the set key types Verify knows by their nft magic number.
+var keyTypes = []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIP6Addr, nftables.TypeInetService}
+
+func parseSet(m netlink.Message) (*nftables.Set, error) {
+	as, err := netlink.UnmarshalAttributes(m.Data[4:])
+	if err != nil {
+		return nil, fmt.Errorf("set message: %w", err)
+	}
+	s := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet}}
+	for _, a := range as {
+		switch a.Type & nlaTypeMask {
+		case unix.NFTA_SET_TABLE:
+			s.Table.Name = strings.TrimRight(string(a.Data), "\x00")
+		case unix.NFTA_SET_NAME:
+			s.Name = strings.TrimRight(string(a.Data), "\x00")
+		case unix.NFTA_SET_FLAGS:
+			if len(a.Data) == 4 {
+				f := binary.BigEndian.Uint32(a.Data)
+				s.Anonymous = f&unix.NFT_SET_ANONYMOUS != 0
+				s.Constant = f&unix.NFT_SET_CONSTANT != 0
+				s.Interval = f&unix.NFT_SET_INTERVAL != 0
+				s.IsMap = f&(unix.NFT_SET_MAP|unix.NFT_SET_OBJECT) != 0
+			}
+		case unix.NFTA_SET_KEY_TYPE:
+			if len(a.Data) == 4 {
+				magic := binary.BigEndian.Uint32(a.Data)
+				s.KeyType = nftables.SetDatatype{Name: fmt.Sprintf("type-%d", magic)}
+				for _, kt := range keyTypes {
+					if kt.GetNFTMagic() == magic {
+						s.KeyType = kt
+					}
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// setElem is a set element as dumped: its key and the interval-end flag.
+type setElem struct {
+	key []byte
+	end bool
+}
+
+// readElements dumps a set's elements.
+func readElements(raw *netlink.Conn, table, set string) ([]setElem, error) {
+	msgs, err := dump(raw, unix.NFT_MSG_GETSETELEM,
+		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(table + "\x00")},
+		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")})
+	if err != nil {
+		return nil, err
+	}
+	var out []setElem
+	for _, m := range msgs {
+		as, err := netlink.UnmarshalAttributes(m.Data[4:])
+		if err != nil {
+			return nil, fmt.Errorf("element message: %w", err)
+		}
+		for _, a := range as {
+			if a.Type&nlaTypeMask != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				continue
+			}
+			list, err := netlink.UnmarshalAttributes(a.Data)
+			if err != nil {
+				return nil, fmt.Errorf("element list: %w", err)
+			}
+			for _, le := range list {
+				e, err := parseElement(le.Data)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+func parseElement(b []byte) (setElem, error) {
+	var e setElem
+	as, err := netlink.UnmarshalAttributes(b)
+	if err != nil {
+		return e, fmt.Errorf("element: %w", err)
+	}
+	for _, a := range as {
+		switch a.Type & nlaTypeMask {
+		case unix.NFTA_SET_ELEM_KEY:
+			var key exprAttr
+			if err := parseData(a.Data, &key); err != nil {
+				return e, fmt.Errorf("element key: %w", err)
+			}
+			e.key = key.value
+		case unix.NFTA_SET_ELEM_FLAGS:
+			if len(a.Data) == 4 {
+				e.end = binary.BigEndian.Uint32(a.Data)&unix.NFT_SET_ELEM_INTERVAL_END != 0
+			}
+		}
+	}
+	return e, nil
+}
+
+// readRules dumps the table's rules (NFT_MSG_GETRULE filtered by table)
+// and canonicalises their expressions.
+func readRules(raw *netlink.Conn, kt *kernelTable) error {
+	msgs, err := dump(raw, unix.NFT_MSG_GETRULE, netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")})
+	if err != nil {
+		return fmt.Errorf("dump rules: %w", err)
+	}
+	resolve := func(name string) string {
+		if k, ok := kt.anon[name]; ok {
+			return k
+		}
+		return "@" + name
+	}
+	for _, m := range msgs {
+		as, err := netlink.UnmarshalAttributes(m.Data[4:])
+		if err != nil {
+			return fmt.Errorf("rule message: %w", err)
+		}
+		var table, chain string
+		var r kernelRuleState
+		for _, a := range as {
+			switch a.Type & nlaTypeMask {
+			case unix.NFTA_RULE_TABLE:
+				table = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_RULE_CHAIN:
+				chain = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_RULE_HANDLE:
+				if len(a.Data) == 8 {
+					r.handle = binary.BigEndian.Uint64(a.Data)
+				}
+			case unix.NFTA_RULE_EXPRESSIONS:
+				if r.exprs, err = parseExprs(a.Data, resolve); err != nil {
+					return fmt.Errorf("chain %s rule handle %d: %w", chain, r.handle, err)
+				}
+			}
+		}
+		if table != kt.name {
+			continue
+		}
+		kc := kt.chain(chain)
+		if kc == nil {
+			return fmt.Errorf("rule in unknown chain %q", chain)
+		}
+		r.key = exprsKey(r.exprs)
+		kc.rules = append(kc.rules, r)
+	}
+	return nil
 }
