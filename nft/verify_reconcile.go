@@ -2,7 +2,6 @@ package nft
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/google/nftables"
 
@@ -17,33 +16,14 @@ func Reconcile(rs *translate.Ruleset, nsPath string) error {
 	if err != nil {
 		return fmt.Errorf("reconcile nfintercept ruleset in %s: %w", nsName(nsPath), err)
 	}
-	err = withConn(nsPath, batchSize(tables), func(c *nftables.Conn) error {
-		existing, err := ourTables(c)
-		if err != nil {
-			return err
-		}
-		names := replacedTables(tables)
-		for _, n := range existing {
-			if !slices.Contains(names, n) {
-				names = append(names, n)
-			}
-		}
-		for _, name := range names {
-			t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-			c.AddTable(t) // no-op when it exists; makes the delete safe
-			c.DelTable(t)
-		}
-		enc := &encoder{conn: c}
-		for _, lt := range tables {
-			if err := enc.addTable(lt); err != nil {
-				return err
-			}
-		}
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("netlink batch (%d tables): %w", len(tables), err)
-		}
-		return nil
+	var existing []string
+	err = withConn(nsPath, 0, func(c *nftables.Conn) error {
+		existing, err = ourTables(c)
+		return err
 	})
+	if err == nil {
+		err = applyTables(nsPath, tables, existing)
+	}
 	if err != nil {
 		return fmt.Errorf("reconcile nfintercept ruleset in %s: %w", nsName(nsPath), err)
 	}
