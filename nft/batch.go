@@ -4,15 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +51,8 @@ type txn struct {
 
 func newTxn() (*txn, error) {
 	t := &txn{}
-	lib, err := nftables.New(nftables.WithTestDial(t.capture))
+	// Lasting: one fake connection for every take, not one per Flush.
+	lib, err := nftables.New(nftables.WithTestDial(t.capture), nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("netlink encoder: %w", err)
 	}
@@ -129,55 +128,50 @@ func (t *txn) commit(nsPath string) error {
 		return nil
 	}
 	buf := t.marshal()
-	conn, err := dialNetfilter(nsPath, len(buf))
+	fd, err := nfSocket(nsPath, len(buf))
 	if err != nil {
 		return err
 	}
 	// Closing waits for the kernel's deferred cleanup when the batch
 	// deleted something; the caller need not wait for it.
-	defer func() { go conn.Close() }()
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+	defer func() { go unix.Close(fd) }()
+	for {
+		err = unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		if err != unix.EINTR {
+			break
+		}
 	}
-	var sendErr error
-	err = rc.Write(func(fd uintptr) bool {
-		sendErr = unix.Sendto(int(fd), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return sendErr != unix.EAGAIN
-	})
-	if err = errors.Join(err, sendErr); err != nil {
+	if err != nil {
 		return fmt.Errorf("send netlink batch (%d bytes): %w", len(buf), err)
 	}
-	return t.verdict(conn, rc)
+	return t.verdict(fd)
 }
 
 // verdict reads the kernel's replies: the ACK of the last message, or an
 // error for each message refused. The kernel processes the batch inside
-// sendmsg, so every reply is queued by the time we read.
-func (t *txn) verdict(conn *netlink.Conn, rc syscall.RawConn) error {
-	if err := conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
-	}
+// sendmsg, so every reply is queued by the time we read; the socket's
+// receive timeout only guards against the unexpected.
+func (t *txn) verdict(fd int) error {
 	last := uint32(len(t.msgs))
 	var refused error
 	acked := false
 	buf := make([]byte, 64<<10)
 	for !acked {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-			// Queue drained after an error: no ACK follows a failure
-			// that stopped the batch early.
-			return rerr != unix.EAGAIN || refused != nil
-		})
-		if rerr == unix.EAGAIN {
-			break
+		flags := 0
+		if refused != nil {
+			// Drain what is queued: no ACK follows a failure that
+			// stopped the batch early.
+			flags = unix.MSG_DONTWAIT
 		}
-		if err = errors.Join(err, rerr); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				err = errors.New("no reply from the kernel")
-			}
+		n, _, err := unix.Recvfrom(fd, buf, flags)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN && refused != nil:
+			return refused
+		case err == unix.EAGAIN:
+			return errors.New("receive netlink replies: no reply from the kernel")
+		case err != nil:
 			return errors.Join(refused, fmt.Errorf("receive netlink replies: %w", err))
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
@@ -197,13 +191,7 @@ func (t *txn) verdict(conn *netlink.Conn, rc syscall.RawConn) error {
 			}
 		}
 	}
-	if refused != nil {
-		return refused
-	}
-	if !acked {
-		return errors.New("the kernel did not acknowledge the batch")
-	}
-	return nil
+	return refused
 }
 
 // refusal describes an error reply to message number seq.
@@ -319,34 +307,92 @@ func ruleChain(m netlink.Message) string {
 	return ""
 }
 
-// dialNetfilter opens an nfnetlink socket in the namespace at nsPath ("" =
-// the current one) with buffers for a batch of batchBytes. Error replies
-// are capped to the header of the refused message.
-func dialNetfilter(nsPath string, batchBytes int) (*netlink.Conn, error) {
-	cfg := &netlink.Config{}
-	if nsPath != "" {
-		h, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			return nil, fmt.Errorf("open netns: %w", err)
-		}
-		defer h.Close()
-		cfg.NetNS = int(h)
-	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+// nfSocket opens an nfnetlink socket in the namespace at nsPath ("" = the
+// current one) with buffers for a batch of batchBytes. Error replies are
+// capped to the header of the refused message; reads time out after 30 s.
+func nfSocket(nsPath string, batchBytes int) (int, error) {
+	fd, err := nsSocket(nsPath, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return -1, err
 	}
-	if err := sockBuffers(batchBytes)(conn); err != nil {
-		conn.Close()
-		return nil, err
+	if err := setupNfSocket(fd, batchBytes); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("netlink socket: %w", err)
 	}
-	for _, o := range []netlink.ConnOption{netlink.CapAcknowledge, netlink.ExtendedAcknowledge} {
-		if err := conn.SetOption(o, true); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("netlink socket option: %w", err)
+	return fd, nil
+}
+
+func setupNfSocket(fd, batchBytes int) error {
+	size := min(max(2*batchBytes, minSockBuf), maxSockBuf)
+	// SO_*BUFFORCE (we run with CAP_NET_ADMIN) passes the wmem_max and
+	// rmem_max caps; without the capability the capped size is used.
+	for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], size); err != nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], size); err != nil {
+				return err
+			}
 		}
 	}
-	return conn, nil
+	for _, o := range []int{unix.NETLINK_CAP_ACK, unix.NETLINK_EXT_ACK} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, o, 1); err != nil {
+			return err
+		}
+	}
+	return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 30})
+}
+
+// nsSocket opens a netlink socket in the namespace at nsPath ("" = the
+// current one). The namespace is entered only by a goroutine of its own on
+// a locked thread, which is retired if it cannot switch back.
+func nsSocket(nsPath string, proto int) (int, error) {
+	open := func() (int, error) {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return -1, fmt.Errorf("open netlink: %w", err)
+		}
+		return fd, nil
+	}
+	if nsPath == "" {
+		return open()
+	}
+	target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open netns: %w", err)
+	}
+	defer unix.Close(target)
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{-1, fmt.Errorf("open current netns: %w", err)}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{-1, fmt.Errorf("enter netns: %w", err)}
+			return
+		}
+		fd, err := open()
+		if rerr := unix.Setns(orig, unix.CLONE_NEWNET); rerr != nil {
+			// The thread stays locked and exits with this goroutine.
+			if err == nil {
+				unix.Close(fd)
+			}
+			done <- result{-1, fmt.Errorf("leave netns: %w", rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- result{fd, err}
+	}()
+	r := <-done
+	return r.fd, r.err
 }
 
 // --- attribute encoding (native-endian TLV headers, 4-byte aligned) ---
