@@ -66,7 +66,7 @@ func TestEquivalenceCorpus(t *testing.T) {
 // the case (gen-SEED-N) and prints its options.
 func TestEquivalenceGenerated(t *testing.T) {
 	harness.RequireRoot(t)
-	seed, n := uint64(20260801), 16
+	seed, n := uint64(20260801), 40
 	if testing.Short() {
 		n = 3
 	}

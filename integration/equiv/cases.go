@@ -194,14 +194,14 @@ var (
 		"2001:db8::/32", "2001:db8::/48", "2001:db8:0:1::5/64", "fd00:99::/64", "fd00:18:1::/64",
 		"fd00::/8", "::/0", "2001:db8::10/128", "::ffff:10.1.0.0/112",
 	}
-	genInboundPorts  = []string{"80", "8080", "4000", "5000", "9090", "15008", "15020", "31000", "32000", "7000:7010", "443"}
+	genInboundPorts  = []string{"80", "8080", "4000", "5000", "9090", "15008", "15020", "31000", "32000", "7000:7010", "443", "65530:"}
 	genExcludeIn     = []string{"15020", "15021", "15090", "8080", "9090", "6000:6005", "4000"}
 	genOutboundIn    = []string{"31400", "32000", "8443", "5000:5002", "80", "53"}
-	genOutboundEx    = []string{"15020", "5432", "53", "8000:8002", "80", "443"}
-	genExcludeIfaces = []string{"not-istio-nic", "eth1", "vnic+", "lo", "eth0"}
-	genVirtIfaces    = []string{"eth1", "eth2", "eth0", "kv+"}
+	genOutboundEx    = []string{"15020", "5432", "53", "8000:8002", "80", "443", ":100"}
+	genExcludeIfaces = []string{"not-istio-nic", "eth1", "vnic+", "lo", "eth0", "veth-fifteen-15"}
+	genVirtIfaces    = []string{"eth1", "eth2", "eth0", "kv+", "veth-fifteen-15"}
 	genUIDs          = []string{"", "1337", "3,4", "1337,2000-2002", "0", "1337,1338"}
-	genGIDs          = []string{"", "1337", "1,2", "1337,3000-3001", "888"}
+	genGIDs          = []string{"", "1337", "1,2", "1337,3000-3001", "888", "0-2"}
 	genOwnerGroups   = []string{"java,202", "3000", "", "1000", "1000,20001"}
 	genOwnerExclude  = []string{"888,ftp", "1000", "20001", "3000-3001"}
 	genResolv4       = []string{"198.51.100.53", "127.0.0.53", "10.96.0.10"}
@@ -286,10 +286,10 @@ func generate(seed uint64, i int) Case {
 		set("-k", some(genVirtIfaces, 2))
 	}
 	if chance(0.3) {
-		set("-t", "4242")
+		set("-t", pick([]string{"4242", "4000000000", "0x10000"}))
 	}
 	if chance(0.3) {
-		set("-r", "177")
+		set("-r", pick([]string{"177", "1000000"}))
 	}
 	for _, b := range []struct {
 		flag string

@@ -1,14 +1,3 @@
-// Package equiv checks that nfintercept's nftables rules and their
-// iptables view make the same decision for the same packets: one
-// configuration is installed in three identical namespace setups ("twins")
-// — natively by nfintercept, and as iptables-restore input through
-// iptables-nft and iptables-legacy — and the same flows, derived from the
-// configuration, are run through all three. A decision is which listener
-// answered and which destination it saw, or how the connection failed.
-//
-// Everything happens in namespaces this package creates (names start with
-// Prefix) and deletes when the test ends; nothing touches the namespace the
-// test runs in.
 package equiv
 
 import (
@@ -94,6 +83,10 @@ func (i Iface) behindPrefix(v6 bool) string {
 
 func (i Iface) sideEnd() string { return fmt.Sprintf("s%d", i.K) }
 
+// mac is the fixed MAC address of host (1 far end, 2 pod) on link k (0 is
+// eth0).
+func mac(k, host int) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", k, host) }
+
 func ifaceAddr(k, host int, v6 bool) netip.Addr {
 	if v6 {
 		return netip.MustParseAddr(fmt.Sprintf("fd00:31:%x::%d", k, host))
@@ -169,22 +162,28 @@ func NewTwin(t testing.TB, backend Backend, topo Topology) *Twin {
 	}
 
 	var pod4, pod6, peer4, peer6, side4, side6 []string
+	// Fixed MAC addresses and permanent neighbour entries: no ARP or
+	// neighbour discovery can delay (and so time out) the first flows.
 	pod4 = append(pod4,
-		"link add eth0 type veth peer name eth0 netns "+tw.names[FromPeer],
+		fmt.Sprintf("link add eth0 address %s type veth peer name eth0 address %s netns %s", mac(0, 2), mac(0, 1), tw.names[FromPeer]),
 		"link set lo up", "link set eth0 up",
 		"addr add "+PodV4.String()+"/24 dev eth0",
+		"neigh add "+PeerV4.String()+" lladdr "+mac(0, 1)+" dev eth0 nud permanent",
 		"route add default via "+PeerV4.String(),
 		"route add blackhole "+VIPV4.String()+"/32",
 	)
 	pod6 = append(pod6,
 		"addr add "+PodV6.String()+"/64 dev eth0 nodad",
+		"neigh add "+PeerV6.String()+" lladdr "+mac(0, 1)+" dev eth0 nud permanent",
 		"route add default via "+PeerV6.String(),
 		"route add blackhole "+VIPV6.String()+"/128",
 	)
 	peer4 = append(peer4, "link set lo up", "link set eth0 up",
 		"addr add "+PeerV4.String()+"/24 dev eth0",
+		"neigh add "+PodV4.String()+" lladdr "+mac(0, 2)+" dev eth0 nud permanent",
 		"route add default via "+PodV4.String())
 	peer6 = append(peer6, "addr add "+PeerV6.String()+"/64 dev eth0 nodad",
+		"neigh add "+PodV6.String()+" lladdr "+mac(0, 2)+" dev eth0 nud permanent",
 		"route add default via "+PodV6.String())
 	if len(topo.Ifaces) > 0 {
 		side4 = append(side4, "link set lo up")
@@ -192,20 +191,25 @@ func NewTwin(t testing.TB, backend Backend, topo Topology) *Twin {
 	for _, i := range topo.Ifaces {
 		end := i.sideEnd()
 		table := strconv.Itoa(sideTableBase + i.K)
+		podMAC, sideMAC := mac(i.K, 2), mac(i.K, 1)
 		pod4 = append(pod4,
-			fmt.Sprintf("link add %s type veth peer name %s netns %s", i.Name, end, tw.names[FromSide]),
+			fmt.Sprintf("link add %s address %s type veth peer name %s address %s netns %s", i.Name, podMAC, end, sideMAC, tw.names[FromSide]),
 			"link set "+i.Name+" up",
 			"addr add "+i.PodAddr(false).String()+"/24 dev "+i.Name,
+			"neigh add "+i.SideAddr(false).String()+" lladdr "+sideMAC+" dev "+i.Name+" nud permanent",
 			"route add "+i.behindPrefix(false)+" via "+i.SideAddr(false).String())
 		pod6 = append(pod6,
 			"addr add "+i.PodAddr(true).String()+"/64 dev "+i.Name+" nodad",
+			"neigh add "+i.SideAddr(true).String()+" lladdr "+sideMAC+" dev "+i.Name+" nud permanent",
 			"route add "+i.behindPrefix(true)+" via "+i.SideAddr(true).String())
 		side4 = append(side4, "link set "+end+" up",
 			"addr add "+i.SideAddr(false).String()+"/24 dev "+end,
+			"neigh add "+i.PodAddr(false).String()+" lladdr "+podMAC+" dev "+end+" nud permanent",
 			"rule add from "+i.SideAddr(false).String()+" lookup "+table,
 			"route add default via "+i.PodAddr(false).String()+" dev "+end+" table "+table)
 		side6 = append(side6,
 			"addr add "+i.SideAddr(true).String()+"/64 dev "+end+" nodad",
+			"neigh add "+i.PodAddr(true).String()+" lladdr "+podMAC+" dev "+end+" nud permanent",
 			"rule add from "+i.SideAddr(true).String()+" lookup "+table,
 			"route add default via "+i.PodAddr(true).String()+" dev "+end+" table "+table)
 	}
