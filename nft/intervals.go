@@ -87,6 +87,9 @@ type numRange struct{ first, last u128 }
 // overlapping and adjacent ranges coalesced. All prefixes must be valid and
 // of family v4 (IPv4) or not (IPv6); IPv4-mapped IPv6 counts as IPv6.
 func MergePrefixes(ps []netip.Prefix, v4 bool) ([]Interval, error) {
+	if v4 {
+		return mergeV4(ps)
+	}
 	rs := make([]numRange, 0, len(ps))
 	for _, p := range ps {
 		if !p.IsValid() {
@@ -104,6 +107,85 @@ func MergePrefixes(ps []netip.Prefix, v4 bool) ([]Interval, error) {
 		out[i] = Interval{numAddr(r.first, v4), numAddr(r.last, v4)}
 	}
 	return out, nil
+}
+
+// mergeV4 is MergePrefixes for IPv4, where a range packs into one uint64
+// (first in the high half) and sorts without a comparison function: an
+// exclude list can have 100,000s of entries.
+func mergeV4(ps []netip.Prefix) ([]Interval, error) {
+	rs := make([]uint64, 0, len(ps))
+	for _, p := range ps {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("invalid prefix %q", p)
+		}
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("prefix %s is not %s", p, familyName(true))
+		}
+		a := p.Addr().As4()
+		first := binary.BigEndian.Uint32(a[:]) &^ (uint32(1)<<(32-p.Bits()) - 1)
+		if p.Bits() == 0 {
+			first = 0
+		}
+		last := first | ^uint32(0)>>p.Bits()
+		if p.Bits() == 0 {
+			last = ^uint32(0)
+		}
+		rs = append(rs, uint64(first)<<32|uint64(last))
+	}
+	rs = sortByHigh32(rs)
+	out := make([]Interval, 0, len(rs))
+	var cur [2]uint32
+	for i, r := range rs {
+		first, last := uint32(r>>32), uint32(r)
+		if i > 0 && (cur[1] == ^uint32(0) || uint64(first) <= uint64(cur[1])+1) {
+			cur[1] = max(cur[1], last)
+			continue
+		}
+		if i > 0 {
+			out = append(out, v4Interval(cur))
+		}
+		cur = [2]uint32{first, last}
+	}
+	if len(rs) > 0 {
+		out = append(out, v4Interval(cur))
+	}
+	return out, nil
+}
+
+// sortByHigh32 orders vs by their high 32 bits (the range start; the
+// merge does not care about the order of equal starts): an LSD radix sort,
+// four passes of a byte, linear in len(vs). It may return a new slice.
+func sortByHigh32(vs []uint64) []uint64 {
+	if len(vs) < 256 {
+		slices.Sort(vs)
+		return vs
+	}
+	tmp := make([]uint64, len(vs))
+	for shift := 32; shift < 64; shift += 8 {
+		var count [256]int
+		for _, v := range vs {
+			count[byte(v>>shift)]++
+		}
+		pos := 0
+		for i, c := range count {
+			count[i] = pos
+			pos += c
+		}
+		for _, v := range vs {
+			b := byte(v >> shift)
+			tmp[count[b]] = v
+			count[b]++
+		}
+		vs, tmp = tmp, vs
+	}
+	return vs
+}
+
+func v4Interval(r [2]uint32) Interval {
+	var a, b [4]byte
+	binary.BigEndian.PutUint32(a[:], r[0])
+	binary.BigEndian.PutUint32(b[:], r[1])
+	return Interval{netip.AddrFrom4(a), netip.AddrFrom4(b)}
 }
 
 // mergeRanges sorts rs by start and merges overlapping or adjacent ranges.

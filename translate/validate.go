@@ -231,7 +231,10 @@ func (o *Options) cidrList(long, raw string, wildcardOK bool) (CIDRList, error) 
 		l.All = true
 		return l, nil
 	}
-	for _, item := range Split(raw) {
+	items := Split(raw)
+	// Sized up front: a list can hold 100,000s of CIDRs.
+	l.V4 = make([]Prefix, 0, len(items))
+	for _, item := range items {
 		if strings.TrimSpace(item) == "*" {
 			if wildcardOK {
 				return CIDRList{}, o.optError(long, raw, `"*" is only allowed as the whole value`)
@@ -251,6 +254,9 @@ func (o *Options) cidrList(long, raw string, wildcardOK bool) (CIDRList, error) 
 		if p.Addr().IsLoopback() {
 			l.HasLoopback = true
 		}
+	}
+	if len(l.V4) == 0 {
+		l.V4 = nil
 	}
 	return l, nil
 }
@@ -492,11 +498,15 @@ func hostLoopback(raw string) (Prefix, error) {
 // Split splits a comma list like istio-iptables: empty items are dropped,
 // the others kept as written (no trimming).
 func Split(s string) []string {
-	var out []string
-	for _, item := range strings.Split(s, ",") {
+	parts := strings.Split(s, ",")
+	out := parts[:0] // in place: lists can hold 100,000s of CIDRs
+	for _, item := range parts {
 		if item != "" {
 			out = append(out, item)
 		}
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }
