@@ -109,218 +109,252 @@ func (s *flowSet) addFlow(f Flow) {
 // DNS ports, the inbound passthrough sources 127.0.0.6 and ::6); DNS over
 // UDP and TCP to the resolv.conf servers and elsewhere; inbound TCP to
 // included, excluded and sidecar ports, to the tunnel port and to a VIP
-// routed to the pod; and, per extra interface, inbound flows, flows of a VM
-// behind it and pod flows leaving through it. Both families always get
-// flows: with IPv6 disabled they prove IPv6 is left alone.
+// routed to the pod; per extra interface, inbound flows, flows of a VM
+// behind it and pod flows leaving through it; invalid packets (drop
+// invalid); and Envoy's TPROXY upstream connections (mark, connmark and
+// policy routing). Both families always get flows: with IPv6 disabled they
+// prove IPv6 is left alone.
 func Flows(cfg translate.Config, resolv []byte, topo Topology) []Flow {
-	s := &flowSet{seen: map[string]bool{}}
-	app := ident{name: "app", uid: appID, gid: appID}
-	ids := identities(cfg)
-	proxy := proxyIdent(cfg)
-
-	fams := []bool{false, true}
-	def := func(v6 bool) netip.Addr {
-		if v6 {
-			return DefaultV6
-		}
-		return DefaultV4
+	d := &deriver{
+		cfg: cfg, topo: topo, resolv: resolv,
+		set:   &flowSet{seen: map[string]bool{}},
+		app:   ident{name: "app", uid: appID, gid: appID},
+		proxy: proxyIdent(cfg),
+		// Representative addresses inside the lists.
+		inc: [2]netip.Addr{firstMiddle(cfg.OutboundIPRangesInclude.V4), firstMiddle(cfg.OutboundIPRangesInclude.V6)},
+		exc: [2]netip.Addr{firstMiddle(cfg.OutboundIPRangesExclude.V4), firstMiddle(cfg.OutboundIPRangesExclude.V6)},
 	}
-	pod := func(v6 bool) netip.Addr {
-		if v6 {
-			return PodV6
-		}
-		return PodV4
+	for _, v6 := range []bool{false, true} {
+		d.outbound(v6)
+		d.outboundPorts(v6)
+		d.perIdentity(v6)
+		d.passthrough(v6)
+		d.inbound(v6)
+		d.interfaces(v6)
+		d.invalidPackets(v6)
+		d.tproxyUpstream(v6)
 	}
-	// Representative addresses inside the lists (middle of the first CIDR).
-	inc := map[bool]netip.Addr{false: firstMiddle(cfg.OutboundIPRangesInclude.V4), true: firstMiddle(cfg.OutboundIPRangesInclude.V6)}
-	exc := map[bool]netip.Addr{false: firstMiddle(cfg.OutboundIPRangesExclude.V4), true: firstMiddle(cfg.OutboundIPRangesExclude.V6)}
+	return d.set.flows
+}
 
-	// Outbound address points.
-	for _, v6 := range fams {
-		s.add(FromPod, "app to the default destination", app.flow("tcp", addrPort(def(v6), httpPort)))
-		s.add(FromPod, "app UDP to the default destination", app.flow("udp", addrPort(def(v6), httpPort)))
-		lists := []struct {
-			what     string
-			prefixes []translate.Prefix
-		}{
-			{"include", pick(cfg.OutboundIPRangesInclude, v6)},
-			{"exclude", pick(cfg.OutboundIPRangesExclude, v6)},
-		}
-		for _, l := range lists {
-			for _, p := range capPrefixes(l.prefixes) {
-				for _, pt := range cidrPoints(p) {
-					s.add(FromPod, fmt.Sprintf("app to the %s of %s CIDR %s", pt.what, l.what, p.Raw),
-						app.flow("tcp", addrPort(pt.addr, httpPort)))
-				}
+// deriver holds what every group of flows needs.
+type deriver struct {
+	cfg        translate.Config
+	topo       Topology
+	resolv     []byte
+	set        *flowSet
+	app, proxy ident
+	inc, exc   [2]netip.Addr // per family (fam(v6)); invalid when the list has none
+}
+
+func fam(v6 bool) int {
+	if v6 {
+		return 1
+	}
+	return 0
+}
+
+func defaultDst(v6 bool) netip.Addr {
+	if v6 {
+		return DefaultV6
+	}
+	return DefaultV4
+}
+
+func podAddr(v6 bool) netip.Addr {
+	if v6 {
+		return PodV6
+	}
+	return PodV4
+}
+
+func peerAddr(v6 bool) netip.Addr {
+	if v6 {
+		return PeerV6
+	}
+	return PeerV4
+}
+
+// outbound: the app to the default destination and to every point of
+// every include and exclude CIDR.
+func (d *deriver) outbound(v6 bool) {
+	s := d.set
+	s.add(FromPod, "app to the default destination", d.app.flow("tcp", addrPort(defaultDst(v6), httpPort)))
+	s.add(FromPod, "app UDP to the default destination", d.app.flow("udp", addrPort(defaultDst(v6), httpPort)))
+	lists := []struct {
+		what     string
+		prefixes []translate.Prefix
+	}{
+		{"include", pick(d.cfg.OutboundIPRangesInclude, v6)},
+		{"exclude", pick(d.cfg.OutboundIPRangesExclude, v6)},
+	}
+	for _, l := range lists {
+		for _, p := range capPrefixes(l.prefixes) {
+			for _, pt := range cidrPoints(p) {
+				s.add(FromPod, fmt.Sprintf("app to the %s of %s CIDR %s", pt.what, l.what, p.Raw),
+					d.app.flow("tcp", addrPort(pt.addr, httpPort)))
 			}
 		}
-		if a := inc[v6]; a.IsValid() {
-			s.add(FromPod, "app UDP into the first include CIDR", app.flow("udp", addrPort(a, httpPort)))
-		}
 	}
+	if a := d.inc[fam(v6)]; a.IsValid() {
+		s.add(FromPod, "app UDP into the first include CIDR", d.app.flow("udp", addrPort(a, httpPort)))
+	}
+}
 
-	// Port points, to the default destination and into the lists.
-	ports := []struct {
+// outboundPorts: included and excluded outbound ports, to the default
+// destination and into the lists.
+func (d *deriver) outboundPorts(v6 bool) {
+	lists := []struct {
 		what  string
 		ports []translate.Port
 		udp   bool
 	}{
-		{"included outbound port", cfg.OutboundPortsInclude, false},
-		{"excluded outbound port", cfg.OutboundPortsExclude, true},
+		{"included outbound port", d.cfg.OutboundPortsInclude, false},
+		{"excluded outbound port", d.cfg.OutboundPortsExclude, true},
 	}
-	for _, l := range ports {
+	for _, l := range lists {
 		for _, pt := range portPoints(l.ports) {
-			for _, v6 := range fams {
-				for _, dst := range []netip.Addr{def(v6), inc[v6], exc[v6]} {
-					if !dst.IsValid() {
-						continue
-					}
-					name := fmt.Sprintf("app to the %s of %s %s", pt.what, l.what, pt.raw)
-					s.add(FromPod, name, app.flow("tcp", addrPort(dst, pt.port)))
-					if l.udp {
-						s.add(FromPod, name+" (UDP)", app.flow("udp", addrPort(dst, pt.port)))
-					}
-				}
-			}
-		}
-	}
-
-	// Every identity: remote, loopback, own address, DNS.
-	l4Second := secondLoopback(cfg.HostIPv4Loopback)
-	servers4, servers6 := translate.Nameservers(resolv)
-	for _, id := range ids {
-		for _, v6 := range fams {
-			targets := []target{
-				{"the default destination", "tcp", addrPort(def(v6), httpPort)},
-				{"the first include CIDR", "tcp", addrPort(inc[v6], httpPort)},
-				{"the first exclude CIDR", "tcp", addrPort(exc[v6], httpPort)},
-				{"loopback", "tcp", addrPort(loopback(v6), appPort)},
-				{"its own pod address", "tcp", addrPort(pod(v6), appPort)},
-				{"its own pod address, tunnel port", "tcp", addrPort(pod(v6), portNum(cfg.InboundTunnelPort))},
-				{"its own pod address, DNS port", "tcp", addrPort(pod(v6), dnsPort)},
-				{"its own pod address, outbound capture port", "tcp", addrPort(pod(v6), cfg.ProxyPort.From)},
-				{"a DNS server elsewhere", "udp", addrPort(def(v6), dnsPort)},
-				{"a DNS server elsewhere", "tcp", addrPort(def(v6), dnsPort)},
-			}
-			if !v6 {
-				targets = append(targets, target{"the second address of the host loopback CIDR", "tcp", addrPort(l4Second, appPort)})
-			}
-			servers := servers4
-			if v6 {
-				servers = servers6
-			}
-			for i, srv := range capAddrs(servers) {
-				if !usable(srv) {
+			for _, dst := range []netip.Addr{defaultDst(v6), d.inc[fam(v6)], d.exc[fam(v6)]} {
+				if !dst.IsValid() {
 					continue
 				}
-				what := fmt.Sprintf("resolv.conf server %d (%s)", i+1, srv)
-				targets = append(targets, target{what, "udp", addrPort(srv, dnsPort)}, target{what, "tcp", addrPort(srv, dnsPort)})
-				if i == 0 {
-					targets = append(targets, target{what + " on another port", "udp", addrPort(srv, altDNS)})
-				}
-			}
-			for _, tg := range targets {
-				if !tg.dst.Addr().IsValid() {
-					continue
-				}
-				s.add(FromPod, fmt.Sprintf("%s %s to %s", id.name, strings.ToUpper(tg.proto), tg.what), id.flow(tg.proto, tg.dst))
-			}
-		}
-	}
-
-	// Inbound passthrough: the proxy (and the app, which is not exempt)
-	// connecting from 127.0.0.6 / ::6.
-	for _, v6 := range fams {
-		src := netip.MustParseAddr("127.0.0.6")
-		if v6 {
-			src = netip.MustParseAddr("::6")
-		}
-		for _, id := range []ident{proxy, app} {
-			for _, dst := range []netip.AddrPort{addrPort(pod(v6), appPort), addrPort(loopback(v6), appPort)} {
-				f := id.flow("tcp", dst)
-				f.Src = src
-				s.add(FromPod, fmt.Sprintf("%s from the passthrough source %s", id.name, src), f)
-			}
-		}
-	}
-
-	// Inbound from the peer.
-	inPorts := inboundPorts(cfg)
-	for _, v6 := range fams {
-		for _, p := range inPorts {
-			s.add(FromPeer, "inbound to "+p.what, harness.Flow{Proto: "tcp", Dst: addrPort(pod(v6), p.port)})
-		}
-		vip := VIPV4
-		if v6 {
-			vip = VIPV6
-		}
-		for _, p := range inPorts[:min(2, len(inPorts))] {
-			s.add(FromPeer, "inbound to a VIP routed to the pod, "+p.what, harness.Flow{Proto: "tcp", Dst: addrPort(vip, p.port)})
-		}
-	}
-
-	// Extra interfaces: inbound through them, VMs behind them, pod
-	// traffic leaving through them.
-	vmDsts := func(v6 bool) []netip.Addr { return []netip.Addr{def(v6), inc[v6], exc[v6]} }
-	for _, i := range topo.Ifaces {
-		for _, v6 := range fams {
-			src := i.SideAddr(v6)
-			for _, p := range inPorts[:min(3, len(inPorts))] {
-				s.add(FromSide, fmt.Sprintf("inbound through %s to %s", i.Name, p.what),
-					harness.Flow{Proto: "tcp", Src: src, Dst: addrPort(i.PodAddr(v6), p.port)})
-			}
-			for _, dst := range vmDsts(v6) {
-				if dst.IsValid() {
-					s.add(FromSide, "VM behind "+i.Name+" to a remote destination",
-						harness.Flow{Proto: "tcp", Src: src, Dst: addrPort(dst, httpPort)})
-				}
-			}
-			s.add(FromPod, "app leaving through "+i.Name, app.flow("tcp", addrPort(i.Behind(v6), httpPort)))
-			s.add(FromPod, "proxy leaving through "+i.Name, proxy.flow("tcp", addrPort(i.Behind(v6), httpPort)))
-		}
-	}
-	// A VM behind eth0 is the peer itself.
-	if namesIface(cfg.RerouteVirtualInterfaces, "eth0") {
-		for _, v6 := range fams {
-			for _, dst := range vmDsts(v6) {
-				if dst.IsValid() {
-					s.add(FromPeer, "VM behind eth0 to a remote destination", harness.Flow{Proto: "tcp", Dst: addrPort(dst, httpPort)})
+				name := fmt.Sprintf("app to the %s of %s %s", pt.what, l.what, pt.raw)
+				d.set.add(FromPod, name, d.app.flow("tcp", addrPort(dst, pt.port)))
+				if l.udp {
+					d.set.add(FromPod, name+" (UDP)", d.app.flow("udp", addrPort(dst, pt.port)))
 				}
 			}
 		}
 	}
-	// Invalid packets (a lone FIN) to a closed port: answered with a RST
-	// unless "drop invalid" swallows them.
-	for _, v6 := range fams {
-		peer := PeerV4
-		if v6 {
-			peer = PeerV6
-		}
-		s.add(FromPeer, "invalid TCP packet (lone FIN) to a closed port",
-			harness.Flow{Proto: ProtoInvalidFIN, Src: peer, Dst: addrPort(pod(v6), closedPort)})
-		for _, i := range topo.Ifaces {
-			s.add(FromSide, "invalid TCP packet (lone FIN) through "+i.Name+" to a closed port",
-				harness.Flow{Proto: ProtoInvalidFIN, Src: i.SideAddr(v6), Dst: addrPort(i.PodAddr(v6), closedPort)})
-		}
-	}
+}
 
-	// Envoy's TPROXY upstream to the app: a transparent socket keeping
-	// the downstream's (non-local) source address, with and without the
-	// TPROXY mark. The answer only comes back through the connmark and
-	// the policy routing.
-	for _, v6 := range fams {
-		peer := PeerV4
-		if v6 {
-			peer = PeerV6
+// perIdentity: every identity to remote, loopback and own addresses and
+// to DNS servers.
+func (d *deriver) perIdentity(v6 bool) {
+	targets := []target{
+		{"the default destination", "tcp", addrPort(defaultDst(v6), httpPort)},
+		{"the first include CIDR", "tcp", addrPort(d.inc[fam(v6)], httpPort)},
+		{"the first exclude CIDR", "tcp", addrPort(d.exc[fam(v6)], httpPort)},
+		{"loopback", "tcp", addrPort(loopback(v6), appPort)},
+		{"its own pod address", "tcp", addrPort(podAddr(v6), appPort)},
+		{"its own pod address, tunnel port", "tcp", addrPort(podAddr(v6), d.cfg.InboundTunnelPort.From)},
+		{"its own pod address, DNS port", "tcp", addrPort(podAddr(v6), dnsPort)},
+		{"its own pod address, outbound capture port", "tcp", addrPort(podAddr(v6), d.cfg.ProxyPort.From)},
+		{"a DNS server elsewhere", "udp", addrPort(defaultDst(v6), dnsPort)},
+		{"a DNS server elsewhere", "tcp", addrPort(defaultDst(v6), dnsPort)},
+	}
+	if !v6 {
+		targets = append(targets, target{"the second address of the host loopback CIDR", "tcp",
+			addrPort(secondLoopback(d.cfg.HostIPv4Loopback), appPort)})
+	}
+	servers4, servers6 := translate.Nameservers(d.resolv)
+	servers := servers4
+	if v6 {
+		servers = servers6
+	}
+	for i, srv := range capAddrs(servers) {
+		if !usable(srv) {
+			continue
 		}
-		for _, mark := range []uint32{cfg.TProxyMark.Value, 0} {
-			f := proxy.flow("tcp", addrPort(pod(v6), appPort))
-			f.Src = peer
-			s.addFlow(Flow{Name: fmt.Sprintf("proxy to the app from the downstream's address (transparent, mark %d)", mark),
-				From: FromPod, Flow: f, Mark: mark, Transparent: true})
+		what := fmt.Sprintf("resolv.conf server %d (%s)", i+1, srv)
+		targets = append(targets, target{what, "udp", addrPort(srv, dnsPort)}, target{what, "tcp", addrPort(srv, dnsPort)})
+		if i == 0 {
+			targets = append(targets, target{what + " on another port", "udp", addrPort(srv, altDNS)})
 		}
 	}
-	return s.flows
+	for _, id := range identities(d.cfg) {
+		for _, tg := range targets {
+			if tg.dst.Addr().IsValid() {
+				d.set.add(FromPod, fmt.Sprintf("%s %s to %s", id.name, strings.ToUpper(tg.proto), tg.what), id.flow(tg.proto, tg.dst))
+			}
+		}
+	}
+}
+
+// passthrough: the proxy (and the app, which is not exempt) connecting
+// from the inbound passthrough source 127.0.0.6 / ::6.
+func (d *deriver) passthrough(v6 bool) {
+	src := netip.MustParseAddr("127.0.0.6")
+	if v6 {
+		src = netip.MustParseAddr("::6")
+	}
+	for _, id := range []ident{d.proxy, d.app} {
+		for _, dst := range []netip.AddrPort{addrPort(podAddr(v6), appPort), addrPort(loopback(v6), appPort)} {
+			f := id.flow("tcp", dst)
+			f.Src = src
+			d.set.add(FromPod, fmt.Sprintf("%s from the passthrough source %s", id.name, src), f)
+		}
+	}
+}
+
+// inbound: from the peer to the pod's inbound ports, and to a VIP the peer
+// routes to the pod.
+func (d *deriver) inbound(v6 bool) {
+	inPorts := inboundPorts(d.cfg)
+	for _, p := range inPorts {
+		d.set.add(FromPeer, "inbound to "+p.what, harness.Flow{Proto: "tcp", Dst: addrPort(podAddr(v6), p.port)})
+	}
+	vip := VIPV4
+	if v6 {
+		vip = VIPV6
+	}
+	for _, p := range inPorts[:min(2, len(inPorts))] {
+		d.set.add(FromPeer, "inbound to a VIP routed to the pod, "+p.what, harness.Flow{Proto: "tcp", Dst: addrPort(vip, p.port)})
+	}
+}
+
+// interfaces: inbound through every extra interface, VMs behind them (the
+// peer for eth0), pod traffic leaving through them.
+func (d *deriver) interfaces(v6 bool) {
+	inPorts := inboundPorts(d.cfg)
+	vmDsts := []netip.Addr{defaultDst(v6), d.inc[fam(v6)], d.exc[fam(v6)]}
+	for _, i := range d.topo.Ifaces {
+		src := i.SideAddr(v6)
+		for _, p := range inPorts[:min(3, len(inPorts))] {
+			d.set.add(FromSide, fmt.Sprintf("inbound through %s to %s", i.Name, p.what),
+				harness.Flow{Proto: "tcp", Src: src, Dst: addrPort(i.PodAddr(v6), p.port)})
+		}
+		for _, dst := range vmDsts {
+			if dst.IsValid() {
+				d.set.add(FromSide, "VM behind "+i.Name+" to a remote destination",
+					harness.Flow{Proto: "tcp", Src: src, Dst: addrPort(dst, httpPort)})
+			}
+		}
+		d.set.add(FromPod, "app leaving through "+i.Name, d.app.flow("tcp", addrPort(i.Behind(v6), httpPort)))
+		d.set.add(FromPod, "proxy leaving through "+i.Name, d.proxy.flow("tcp", addrPort(i.Behind(v6), httpPort)))
+	}
+	if namesIface(d.cfg.RerouteVirtualInterfaces, "eth0") {
+		for _, dst := range vmDsts {
+			if dst.IsValid() {
+				d.set.add(FromPeer, "VM behind eth0 to a remote destination", harness.Flow{Proto: "tcp", Dst: addrPort(dst, httpPort)})
+			}
+		}
+	}
+}
+
+// invalidPackets: a lone FIN to a closed port, answered with a RST unless
+// "drop invalid" swallows it; from the peer and through every extra
+// interface.
+func (d *deriver) invalidPackets(v6 bool) {
+	d.set.add(FromPeer, "invalid TCP packet (lone FIN) to a closed port",
+		harness.Flow{Proto: ProtoInvalidFIN, Src: peerAddr(v6), Dst: addrPort(podAddr(v6), closedPort)})
+	for _, i := range d.topo.Ifaces {
+		d.set.add(FromSide, "invalid TCP packet (lone FIN) through "+i.Name+" to a closed port",
+			harness.Flow{Proto: ProtoInvalidFIN, Src: i.SideAddr(v6), Dst: addrPort(i.PodAddr(v6), closedPort)})
+	}
+}
+
+// tproxyUpstream: Envoy's TPROXY upstream to the app, a transparent socket
+// keeping the downstream's (non-local) source address, with and without
+// the TPROXY mark. The answer only comes back through the connmark and the
+// policy routing.
+func (d *deriver) tproxyUpstream(v6 bool) {
+	for _, mark := range []uint32{d.cfg.TProxyMark.Value, 0} {
+		f := d.proxy.flow("tcp", addrPort(podAddr(v6), appPort))
+		f.Src = peerAddr(v6)
+		d.set.addFlow(Flow{Name: fmt.Sprintf("proxy to the app from the downstream's address (transparent, mark %d)", mark),
+			From: FromPod, Flow: f, Mark: mark, Transparent: true})
+	}
 }
 
 // identities lists who makes the per-identity flows: root, the app, each
@@ -454,7 +488,7 @@ func inboundPorts(cfg translate.Config) []portPoint {
 		pt.what = "the " + pt.what + " of excluded inbound port " + pt.raw
 		pts = append(pts, pt)
 	}
-	pts = append(pts, portPoint{what: "the tunnel port", port: portNum(cfg.InboundTunnelPort)})
+	pts = append(pts, portPoint{what: "the tunnel port", port: cfg.InboundTunnelPort.From})
 	for _, p := range sidecarPorts {
 		pts = append(pts, portPoint{what: fmt.Sprintf("sidecar port %d", p), port: p})
 	}
@@ -470,10 +504,6 @@ func inboundPorts(cfg translate.Config) []portPoint {
 	}
 	return out
 }
-
-// portNum is the first port of a port or range (the tunnel port may be a
-// range in principle).
-func portNum(p translate.Port) uint16 { return p.From }
 
 type addrPoint struct {
 	what string
