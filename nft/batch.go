@@ -342,57 +342,61 @@ func setupNfSocket(fd, batchBytes int) error {
 }
 
 // nsSocket opens a netlink socket in the namespace at nsPath ("" = the
-// current one). The namespace is entered only by a goroutine of its own on
-// a locked thread, which is retired if it cannot switch back.
+// current one).
 func nsSocket(nsPath string, proto int) (int, error) {
-	open := func() (int, error) {
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-		if err != nil {
-			return -1, fmt.Errorf("open netlink: %w", err)
+	fd := -1
+	err := inNetns(nsPath, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
 		}
-		return fd, nil
+		return -1, fmt.Errorf("open netlink: %w", err)
 	}
+	return fd, nil
+}
+
+// inNetns runs fn in the namespace at nsPath ("" = the current one), for
+// opening sockets there: they stay in that namespace for their life. The
+// namespace is entered by a goroutine of its own on a locked thread, which
+// is retired if it cannot switch back.
+func inNetns(nsPath string, fn func() error) error {
 	if nsPath == "" {
-		return open()
+		return fn()
 	}
 	target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("open netns: %w", err)
+		return fmt.Errorf("open netns: %w", err)
 	}
 	defer unix.Close(target)
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("open current netns: %w", err)}
+			done <- fmt.Errorf("open current netns: %w", err)
 			return
 		}
 		defer unix.Close(orig)
 		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("enter netns: %w", err)}
+			done <- fmt.Errorf("enter netns %s: %w", nsPath, err)
 			return
 		}
-		fd, err := open()
-		if rerr := unix.Setns(orig, unix.CLONE_NEWNET); rerr != nil {
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
 			// The thread stays locked and exits with this goroutine.
-			if err == nil {
-				unix.Close(fd)
-			}
-			done <- result{-1, fmt.Errorf("leave netns: %w", rerr)}
+			done <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", nsPath, err))
 			return
 		}
 		runtime.UnlockOSThread()
-		done <- result{fd, err}
+		done <- ferr
 	}()
-	r := <-done
-	return r.fd, r.err
+	return <-done
 }
 
 // --- attribute encoding (native-endian TLV headers, 4-byte aligned) ---

@@ -155,8 +155,8 @@ func localDefault(family int, table uint32) netlink.Route {
 }
 
 // rtnl is an rtnetlink connection into one namespace. The namespace is
-// entered only by the library, on a locked thread, to open the sockets; the
-// process never changes namespace.
+// entered only to open the sockets, by a goroutine of its own on a locked
+// thread; the process never changes namespace.
 type rtnl struct {
 	where string
 	h     *netlink.Handle
@@ -164,36 +164,33 @@ type rtnl struct {
 	lo    int
 }
 
+// loopbackIndex is lo's interface index in every namespace: the kernel
+// registers lo first and asserts it gets LOOPBACK_IFINDEX (1).
+const loopbackIndex = 1
+
 // openRtnl connects to the namespace (nsName, used in messages, is shared
-// with apply.go).
+// with apply.go). Both sockets are opened during a single visit.
 func openRtnl(nsPath string) (*rtnl, error) {
-	r := &rtnl{where: nsName(nsPath)}
-	var ns netns.NsHandle
-	var err error
-	if nsPath == "" {
-		ns, err = netns.Get()
-	} else {
-		ns, err = netns.GetFromPath(nsPath)
-	}
+	r := &rtnl{where: nsName(nsPath), lo: loopbackIndex}
+	err := inNetns(nsPath, func() error {
+		var err error
+		if r.h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+			return err
+		}
+		sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+		if err != nil {
+			r.h.Close()
+			return err
+		}
+		r.raw = &nl.SocketHandle{Socket: sock}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("policy routing: open %s: %w", r.where, err)
-	}
-	defer ns.Close()
-	if r.h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
+		if r.raw != nil {
+			r.close()
+		}
 		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
 	}
-	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		r.h.Close()
-		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
-	}
-	r.raw = &nl.SocketHandle{Socket: sock}
-	lo, err := r.h.LinkByName("lo")
-	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("policy routing: find lo in %s: %w", r.where, err)
-	}
-	r.lo = lo.Attrs().Index
 	return r, nil
 }
 
@@ -361,41 +358,38 @@ func skipNoFamily(err error) error {
 	return err
 }
 
+// ourRules lists our policy rules of both families (one dump: AF_UNSPEC
+// covers every family the kernel has).
 func (r *rtnl) ourRules() ([]netlink.Rule, error) {
+	var all []netlink.Rule
+	err := retryDump(func() (err error) { all, err = r.h.RuleList(unix.AF_UNSPEC); return err })
+	if err := skipNoFamily(err); err != nil {
+		return nil, r.errorf("list policy rules: %w", err)
+	}
 	var ours []netlink.Rule
-	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		var all []netlink.Rule
-		err := retryDump(func() (err error) { all, err = r.h.RuleList(fam); return err })
-		if err := skipNoFamily(err); err != nil {
-			return nil, r.errorf("list policy rules: %w", err)
-		}
-		for _, ru := range all {
-			if ru.Protocol == RouteProtocol {
-				ru.Family = fam
-				ours = append(ours, ru)
-			}
+	for _, ru := range all {
+		if ru.Protocol == RouteProtocol && (ru.Family == unix.AF_INET || ru.Family == unix.AF_INET6) {
+			ours = append(ours, ru)
 		}
 	}
 	return ours, nil
 }
 
+// ourRoutes lists our routes of both families in every table.
 func (r *rtnl) ourRoutes() ([]netlink.Route, error) {
+	var all []netlink.Route
+	// RT_FILTER_TABLE with table 0 lists every table, not only main.
+	err := retryDump(func() (err error) {
+		all, err = r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		return err
+	})
+	if err := skipNoFamily(err); err != nil {
+		return nil, r.errorf("list routes: %w", err)
+	}
 	var ours []netlink.Route
-	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		var all []netlink.Route
-		// RT_FILTER_TABLE with table 0 lists every table, not only main.
-		err := retryDump(func() (err error) {
-			all, err = r.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-			return err
-		})
-		if err := skipNoFamily(err); err != nil {
-			return nil, r.errorf("list routes: %w", err)
-		}
-		for _, rt := range all {
-			if rt.Protocol == RouteProtocol {
-				rt.Family = fam
-				ours = append(ours, rt)
-			}
+	for _, rt := range all {
+		if rt.Protocol == RouteProtocol && (rt.Family == unix.AF_INET || rt.Family == unix.AF_INET6) {
+			ours = append(ours, rt)
 		}
 	}
 	return ours, nil
