@@ -676,3 +676,98 @@ func TestCLIVerify(t *testing.T) {
 		t.Errorf("after --reconcile: exit %d\nstdout: %s", r.code, r.stdout)
 	}
 }
+
+// TestHugeListApplyVerify: 100,000 exclude CIDRs apply through the library,
+// verify in sync, and one element removed behind nfintercept's back is
+// reported as exactly that element.
+func TestHugeListApplyVerify(t *testing.T) {
+	ns, path := rlNS(t)
+	n := 100000
+	if testing.Short() {
+		n = 20000
+	}
+	cidrs := make([]string, n)
+	for i := range cidrs {
+		cidrs[i] = fmt.Sprintf("%d.%d.%d.0/24", 11+i/32768, (i/128)%256, 2*(i%128))
+	}
+	o := rlOptions(10, 1, "15001")
+	o.OutboundIPRangesExclude = strings.Join(cidrs, ",")
+	t0 := time.Now()
+	res := rlApply(t, o, path)
+	t1 := time.Now()
+	if d := verifyRS(t, res.Ruleset, path); !d.InSync() {
+		t.Fatalf("right after applying %d CIDRs:\n%s", n, d)
+	}
+	t.Logf("%d CIDRs: apply %v, verify %v", n, t1.Sub(t0), time.Since(t1))
+	victim := cidrs[n/2]
+	var set string
+	for _, s := range res.Ruleset.Table(translate.TableNAT).Sets {
+		for _, p := range s.Prefixes {
+			if p.Raw == victim {
+				set = s.Name
+			}
+		}
+	}
+	if set == "" {
+		t.Fatalf("no set of the model holds %s", victim)
+	}
+	harness.InNS(t, ns, "nft", "delete", "element", "inet", translate.TablePrefix+"nat", set, "{ "+victim+" }")
+	d := verifyRS(t, res.Ruleset, path)
+	if len(d.Items) != 1 || d.Items[0].Kind != nft.Missing || d.Items[0].Want != victim {
+		t.Errorf("after deleting %s from %s:\n%s", victim, set, d)
+	}
+}
+
+// TestHostileCLI: unknown user names are refused by apply with an error
+// naming the option and the name (the namespace untouched), while the
+// iptables view still prints them; paths that are not network namespaces
+// are refused before anything is touched.
+func TestHostileCLI(t *testing.T) {
+	ns, path := rlNS(t)
+	r := runCLI(t, "", "-u", "nfi-ghost-user", "-b", "*", "--network-namespace", path)
+	if r.code == 0 || !strings.Contains(r.stderr, "-u/--proxy-uid") || !strings.Contains(r.stderr, "nfi-ghost-user") {
+		t.Errorf("apply with an unknown user: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if tables := ownTables(t, ns); len(tables) != 0 {
+		t.Errorf("a refused apply installed %v", tables)
+	}
+	r = runCLI(t, "", "render", "--format", "iptables", "-u", "nfi-ghost-user", "-b", "*")
+	if r.code != 0 || !strings.Contains(r.stdout, "--uid-owner nfi-ghost-user") {
+		t.Errorf("render --format iptables with an unknown user: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, "", "verify", "-u", "nfi-ghost-user", "--network-namespace", path)
+	if r.code == 0 || !strings.Contains(r.stderr, "nfi-ghost-user") {
+		t.Errorf("verify with an unknown user: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	file := filepath.Join(t.TempDir(), "not-a-netns")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{file, "is not a namespace file"},
+		{t.TempDir(), "is not a namespace file"},
+		{"/dev/null", "is not a namespace file"},
+		{"/proc/self/ns/uts", "not a network namespace"},
+	} {
+		req := rlReq(rlOptions(10, 1, "15001"), c.path)
+		_, perr := nfintercept.Plan(req)
+		_, aerr := nfintercept.Apply(req)
+		_, verr := nfintercept.Verify(req, true)
+		cerr := nfintercept.Cleanup(c.path)
+		for what, err := range map[string]error{"Plan": perr, "Apply": aerr, "Verify": verr, "Cleanup": cerr} {
+			if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s(%s): %v, want an error naming it and saying %q", what, c.path, err, c.want)
+			}
+		}
+		for _, cmd := range []string{"apply", "verify", "cleanup"} {
+			if r := runCLI(t, "", cmd, "--network-namespace", c.path); r.code == 0 || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("CLI %s --network-namespace %s: exit %d, stderr %q", cmd, c.path, r.code, r.stderr)
+			}
+		}
+	}
+	// The test process's own (throwaway) namespace stays empty.
+	if out := harness.MustRun(t, "nft", "list", "tables"); strings.Contains(out, translate.TablePrefix) {
+		t.Errorf("tables appeared in the test's own namespace:\n%s", out)
+	}
+}
