@@ -70,12 +70,14 @@ const (
 // DriftItem is one difference.
 type DriftItem struct {
 	Kind DriftKind
-	// Object is "table", "chain", "rule", "set", "set element",
-	// "policy rule", "route" or "address".
+	// Object is "table", "chain", "rule", "set", "set element", "object"
+	// (a stateful object: counter, quota, ...), "policy rule", "route" or
+	// "address".
 	Object string
 	// Where locates it: "inet nfintercept-nat chain istio-output rule 3
-	// (handle 12)". Rule positions are 1-based, in the kernel's chain for
-	// extra and changed rules, in the desired chain for missing ones.
+	// (handle 12)", "dev lo" for an address, empty for policy rules and
+	// routes. Rule positions are 1-based, in the kernel's chain for extra
+	// and changed rules, in the desired chain for missing ones.
 	Where string
 	Want  string // nft (or ip) syntax of the desired object; empty for extra
 	Have  string // what the kernel holds; empty for missing
@@ -104,19 +106,23 @@ func (d *Drift) String() string {
 
 func (it DriftItem) String() string {
 	var b strings.Builder
+	head := it.Object
+	if it.Where != "" {
+		head += " " + it.Where
+	}
 	switch it.Kind {
 	case Missing:
-		fmt.Fprintf(&b, "- %s %s", it.Object, it.Where)
+		b.WriteString("- " + head)
 		if it.Want != "" {
 			b.WriteString(": " + it.Want)
 		}
 	case Extra:
-		fmt.Fprintf(&b, "+ %s %s", it.Object, it.Where)
+		b.WriteString("+ " + head)
 		if it.Have != "" {
 			b.WriteString(": " + it.Have)
 		}
 	default:
-		fmt.Fprintf(&b, "~ %s %s", it.Object, it.Where)
+		b.WriteString("~ " + head)
 		if it.Want != "" {
 			b.WriteString(": want " + it.Want)
 		}
@@ -249,6 +255,9 @@ func compareTables(d *Drift, want []desiredTable, have *kernelState) {
 		}
 		compareSets(d, where, wt, kt)
 		compareChains(d, where, wt, kt)
+		for _, o := range kt.objects {
+			d.add(DriftItem{Kind: Extra, Object: "object", Where: where, Have: o})
+		}
 	}
 	for _, kt := range have.tables {
 		if !seen[kt.name] {

@@ -22,11 +22,12 @@ import (
 type kernelState struct{ tables []*kernelTable }
 
 type kernelTable struct {
-	name   string
-	flags  uint32
-	chains []*kernelChainState // kernel order
-	sets   []*kernelSet        // named sets and maps, kernel order
-	anon   map[string]string   // anonymous set name → content key
+	name    string
+	flags   uint32
+	chains  []*kernelChainState // kernel order
+	sets    []*kernelSet        // named sets and maps, kernel order
+	anon    map[string]string   // anonymous set name → content key
+	objects []string            // stateful objects ("counter NAME"): we never create any
 }
 
 type kernelChainState struct {
@@ -154,9 +155,50 @@ func readKernelOnce(raw *netlink.Conn) (*kernelState, error) {
 		if err := readRules(raw, kt); err != nil {
 			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
+		if err := readObjects(raw, kt); err != nil {
+			return nil, fmt.Errorf("table %s: %w", kt.name, err)
+		}
 		st.tables = append(st.tables, kt)
 	}
 	return st, nil
+}
+
+// objectTypes names NFT_OBJECT_* types.
+var objectTypes = map[uint32]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 5: "connlimit",
+	6: "tunnel", 7: "ct timeout", 8: "secmark", 9: "ct expectation", 10: "synproxy"}
+
+// readObjects dumps the table's stateful objects (NFT_MSG_GETOBJ).
+func readObjects(raw *netlink.Conn, kt *kernelTable) error {
+	msgs, err := dump(raw, unix.NFT_MSG_GETOBJ, netlink.Attribute{Type: unix.NFTA_OBJ_TABLE, Data: []byte(kt.name + "\x00")})
+	if err != nil {
+		return fmt.Errorf("list objects: %w", err)
+	}
+	for _, m := range msgs {
+		as, err := netlink.UnmarshalAttributes(m.Data[4:])
+		if err != nil {
+			return fmt.Errorf("object message: %w", err)
+		}
+		var table, name, typ string
+		for _, a := range as {
+			switch a.Type & nlaTypeMask {
+			case unix.NFTA_OBJ_TABLE:
+				table = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_OBJ_NAME:
+				name = strings.TrimRight(string(a.Data), "\x00")
+			case unix.NFTA_OBJ_TYPE:
+				if len(a.Data) == 4 {
+					n := binary.BigEndian.Uint32(a.Data)
+					if typ = objectTypes[n]; typ == "" {
+						typ = fmt.Sprintf("object type %d", n)
+					}
+				}
+			}
+		}
+		if table == kt.name {
+			kt.objects = append(kt.objects, typ+" "+name)
+		}
+	}
+	return nil
 }
 
 // readChains dumps the table's chains (NFT_MSG_GETCHAIN) with their hook,

@@ -42,14 +42,14 @@ func verifyRouting(d *Drift, rs *translate.Ruleset, nsPath string) error {
 	for _, w := range want.rules {
 		i := slices.IndexFunc(rules, func(h netlink.Rule) bool { return sameRule(h, w) })
 		if i < 0 {
-			d.add(DriftItem{Kind: Missing, Object: "policy rule", Where: r.where, Want: ruleText(w)})
+			d.add(DriftItem{Kind: Missing, Object: "policy rule", Want: ruleText(w)})
 			continue
 		}
 		kept[i] = true
 	}
 	for i, h := range rules {
 		if !kept[i] {
-			d.add(DriftItem{Kind: Extra, Object: "policy rule", Where: r.where, Have: ruleText(h)})
+			d.add(DriftItem{Kind: Extra, Object: "policy rule", Have: ruleText(h)})
 		}
 	}
 
@@ -62,23 +62,23 @@ func verifyRouting(d *Drift, rs *translate.Ruleset, nsPath string) error {
 			return err
 		}
 		if !foreign {
-			d.add(DriftItem{Kind: Missing, Object: "route", Where: r.where, Want: routeText(w)})
+			d.add(DriftItem{Kind: Missing, Object: "route", Want: routeText(w)})
 		}
 	}
 	for _, h := range routes {
 		if !slices.ContainsFunc(want.routes, func(w netlink.Route) bool { return sameRoute(h, w) }) {
-			d.add(DriftItem{Kind: Extra, Object: "route", Where: r.where, Have: routeText(h)})
+			d.add(DriftItem{Kind: Extra, Object: "route", Have: routeText(h)})
 		}
 	}
 
 	for _, p := range want.addrs {
 		if !slices.ContainsFunc(addrs, func(a loAddr) bool { return a.prefix == p }) {
-			d.add(DriftItem{Kind: Missing, Object: "address", Where: r.where + " dev lo", Want: p.String()})
+			d.add(DriftItem{Kind: Missing, Object: "address", Where: "dev lo", Want: p.String()})
 		}
 	}
 	for _, a := range addrs {
 		if a.ours && !slices.Contains(want.addrs, a.prefix) {
-			d.add(DriftItem{Kind: Extra, Object: "address", Where: r.where + " dev lo", Have: a.prefix.String()})
+			d.add(DriftItem{Kind: Extra, Object: "address", Where: "dev lo", Have: a.prefix.String()})
 		}
 	}
 	return nil

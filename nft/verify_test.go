@@ -192,6 +192,10 @@ func tamperCases() []tamperCase {
 			nft(t, ns, "add", "set", "inet", "nfintercept-nat", "sneaky", "{ type ipv4_addr; }")
 			return "ipv4_addr"
 		}, Extra, "set", "nfintercept-nat set sneaky"},
+		{"extra object", func(t *testing.T, ns string) string {
+			nft(t, ns, "add", "counter", "inet", "nfintercept-mangle", "sneaky")
+			return "counter sneaky"
+		}, Extra, "object", "inet nfintercept-mangle"},
 		{"extra table", func(t *testing.T, ns string) string {
 			nft(t, ns, "add", "table", "inet", "nfintercept-extra")
 			return ""
