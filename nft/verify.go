@@ -95,7 +95,7 @@ func (d *Drift) String() string {
 		return d.Where + " is in sync\n"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s differs from the desired ruleset (%s):\n", d.Where, plural(len(d.Items), "difference"))
+	fmt.Fprintf(&b, "%s differs from the desired ruleset (%s):\n", d.Where, countNoun(len(d.Items), "difference"))
 	b.WriteString("  (- wanted but missing, + present but not wanted, ~ changed)\n")
 	for _, it := range d.Items {
 		b.WriteString(it.String())
@@ -136,7 +136,7 @@ func (it DriftItem) String() string {
 	return b.String()
 }
 
-func plural(n int, noun string) string {
+func countNoun(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
@@ -247,7 +247,7 @@ func compareTables(d *Drift, want []desiredTable, have *kernelState) {
 				rules += len(c.rules)
 			}
 			d.add(DriftItem{Kind: Missing, Object: "table", Where: where,
-				Want: fmt.Sprintf("%s, %s, %s", plural(len(wt.chains), "chain"), plural(rules, "rule"), plural(len(wt.sets), "named set"))})
+				Want: fmt.Sprintf("%s, %s, %s", countNoun(len(wt.chains), "chain"), countNoun(rules, "rule"), countNoun(len(wt.sets), "named set"))})
 			continue
 		}
 		if kt.flags != 0 {
@@ -266,7 +266,7 @@ func compareTables(d *Drift, want []desiredTable, have *kernelState) {
 				rules += len(c.rules)
 			}
 			d.add(DriftItem{Kind: Extra, Object: "table", Where: "inet " + kt.name,
-				Have: fmt.Sprintf("%s, %s, %s", plural(len(kt.chains), "chain"), plural(rules, "rule"), plural(len(kt.sets), "named set"))})
+				Have: fmt.Sprintf("%s, %s, %s", countNoun(len(kt.chains), "chain"), countNoun(rules, "rule"), countNoun(len(kt.sets), "named set"))})
 		}
 	}
 }
@@ -352,7 +352,7 @@ func compareChains(d *Drift, tableWhere string, wt *desiredTable, kt *kernelTabl
 		kc := kt.chain(wc.name)
 		if kc == nil {
 			d.add(DriftItem{Kind: Missing, Object: "chain", Where: where,
-				Want: strings.TrimSpace(chainHeader(wc.base, wantPolicy) + " " + plural(len(wc.rules), "rule"))})
+				Want: strings.TrimSpace(chainHeader(wc.base, wantPolicy) + " " + countNoun(len(wc.rules), "rule"))})
 			continue
 		}
 		if w, h := chainHeader(wc.base, wantPolicy), chainHeader(kc.base, kc.policy); w != h {
@@ -363,7 +363,7 @@ func compareChains(d *Drift, tableWhere string, wt *desiredTable, kt *kernelTabl
 	for _, kc := range kt.chains {
 		if !seen[kc.name] {
 			d.add(DriftItem{Kind: Extra, Object: "chain", Where: tableWhere + " chain " + kc.name,
-				Have: strings.TrimSpace(chainHeader(kc.base, kc.policy) + " " + plural(len(kc.rules), "rule"))})
+				Have: strings.TrimSpace(chainHeader(kc.base, kc.policy) + " " + countNoun(len(kc.rules), "rule"))})
 		}
 	}
 }
@@ -427,10 +427,10 @@ func diffRules(d *Drift, chainWhere string, want []desiredRule, have []kernelRul
 	}
 }
 
-// pairSimilar pairs the desired and kernel rules of a hunk that are
+// pairSimilar pairs the desired and kernel rules of a alignHunk that are
 // versions of each other (at least half of their expressions alike), most
 // similar first; the others are missing or extra.
-func pairSimilar(h hunk, want []desiredRule, have []kernelRuleState) [][2]int {
+func pairSimilar(h alignHunk, want []desiredRule, have []kernelRuleState) [][2]int {
 	type cand struct {
 		w, k  int
 		score float64
@@ -438,7 +438,7 @@ func pairSimilar(h hunk, want []desiredRule, have []kernelRuleState) [][2]int {
 	var cands []cand
 	for _, i := range h.want {
 		for _, j := range h.have {
-			if s := similarity(want[i].exprs, have[j].exprs); s >= 0.5 {
+			if s := exprSimilarity(want[i].exprs, have[j].exprs); s >= 0.5 {
 				cands = append(cands, cand{i, j, s})
 			}
 		}
@@ -455,8 +455,8 @@ func pairSimilar(h hunk, want []desiredRule, have []kernelRuleState) [][2]int {
 	return out
 }
 
-// similarity is the share of expressions two rules have in common.
-func similarity(a, b []canonExpr) float64 {
+// exprSimilarity is the share of expressions two rules have in common.
+func exprSimilarity(a, b []canonExpr) float64 {
 	if len(a) == 0 && len(b) == 0 {
 		return 1
 	}
@@ -487,15 +487,15 @@ func haveText(r kernelRuleState, texts map[string]string) string {
 	return exprsText(r.exprs)
 }
 
-// hunk is a stretch of unmatched indexes between two matched ones.
-type hunk struct{ want, have []int }
+// alignHunk is a stretch of unmatched indexes between two matched ones.
+type alignHunk struct{ want, have []int }
 
 // maxAlignCells bounds the LCS table; beyond it the unmatched middle is
-// reported as one hunk.
+// reported as one alignHunk.
 const maxAlignCells = 4 << 20
 
 // alignRuns returns the unmatched stretches of a and b, in order.
-func alignRuns(a, b []string) []hunk {
+func alignRuns(a, b []string) []alignHunk {
 	pre := 0
 	for pre < len(a) && pre < len(b) && a[pre] == b[pre] {
 		pre++
@@ -516,7 +516,7 @@ func alignRuns(a, b []string) []hunk {
 		return out
 	}
 	if len(am) == 0 || len(bm) == 0 || (len(am)+1)*(len(bm)+1) > maxAlignCells {
-		return []hunk{{want: idx(pre, len(am)), have: idx(pre, len(bm))}}
+		return []alignHunk{{want: idx(pre, len(am)), have: idx(pre, len(bm))}}
 	}
 	// lcs[i][j]: LCS length of am[i:] and bm[j:].
 	n, m := len(am), len(bm)
@@ -531,12 +531,12 @@ func alignRuns(a, b []string) []hunk {
 			}
 		}
 	}
-	var out []hunk
-	var cur hunk
+	var out []alignHunk
+	var cur alignHunk
 	flush := func() {
 		if len(cur.want) > 0 || len(cur.have) > 0 {
 			out = append(out, cur)
-			cur = hunk{}
+			cur = alignHunk{}
 		}
 	}
 	i, j := 0, 0

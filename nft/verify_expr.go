@@ -137,7 +137,7 @@ func parseExpr(b []byte, sets setResolver) (canonExpr, error) {
 			continue
 		case aNum, aRaw:
 			ca.value = a.Data
-			if spec.zeroDefault && isZero(a.Data) {
+			if spec.zeroDefault && allZeroBytes(a.Data) {
 				continue
 			}
 		case aString:
@@ -191,7 +191,7 @@ func parseData(b []byte, ca *exprAttr) error {
 	return nil
 }
 
-func isZero(b []byte) bool {
+func allZeroBytes(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
 			return false
@@ -249,7 +249,7 @@ func (a exprAttr) valueText(exprName string) string {
 		return a.text
 	case aNum:
 		if len(a.value) != 4 {
-			return hexBytes(a.value)
+			return hexText(a.value)
 		}
 		n := binary.BigEndian.Uint32(a.value)
 		if names := enumNames[exprName+"."+a.spec.name]; names != nil {
@@ -269,12 +269,12 @@ func (a exprAttr) valueText(exprName string) string {
 			}
 			return v
 		}
-		return hexBytes(a.value)
+		return hexText(a.value)
 	}
-	return hexBytes(a.value)
+	return hexText(a.value)
 }
 
-func hexBytes(b []byte) string { return "0x" + hex.EncodeToString(b) }
+func hexText(b []byte) string { return "0x" + hex.EncodeToString(b) }
 
 // enumNames names the numeric values worth naming in diffs.
 var enumNames = map[string]map[uint32]string{

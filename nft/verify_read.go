@@ -163,13 +163,13 @@ func readKernelOnce(raw *netlink.Conn) (*kernelState, error) {
 	return st, nil
 }
 
-// objectTypes names NFT_OBJECT_* types.
-var objectTypes = map[uint32]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 5: "connlimit",
+// nftObjectTypes names NFT_OBJECT_* types.
+var nftObjectTypes = map[uint32]string{1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 5: "connlimit",
 	6: "tunnel", 7: "ct timeout", 8: "secmark", 9: "ct expectation", 10: "synproxy"}
 
 // readObjects dumps the table's stateful objects (NFT_MSG_GETOBJ).
 func readObjects(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := dump(raw, unix.NFT_MSG_GETOBJ, netlink.Attribute{Type: unix.NFTA_OBJ_TABLE, Data: []byte(kt.name + "\x00")})
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETOBJ, netlink.Attribute{Type: unix.NFTA_OBJ_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list objects: %w", err)
 	}
@@ -188,7 +188,7 @@ func readObjects(raw *netlink.Conn, kt *kernelTable) error {
 			case unix.NFTA_OBJ_TYPE:
 				if len(a.Data) == 4 {
 					n := binary.BigEndian.Uint32(a.Data)
-					if typ = objectTypes[n]; typ == "" {
+					if typ = nftObjectTypes[n]; typ == "" {
 						typ = fmt.Sprintf("object type %d", n)
 					}
 				}
@@ -204,7 +204,7 @@ func readObjects(raw *netlink.Conn, kt *kernelTable) error {
 // readChains dumps the table's chains (NFT_MSG_GETCHAIN) with their hook,
 // priority, type and policy.
 func readChains(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := dump(raw, unix.NFT_MSG_GETCHAIN, netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(kt.name + "\x00")})
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETCHAIN, netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list chains: %w", err)
 	}
@@ -263,7 +263,7 @@ func readChains(raw *netlink.Conn, kt *kernelTable) error {
 // ourKernelTables dumps the inet tables (NFT_MSG_GETTABLE) and returns ours with
 // their flags (which v0.3.0 decodes in the wrong byte order).
 func ourKernelTables(raw *netlink.Conn) ([]*kernelTable, error) {
-	msgs, err := dump(raw, unix.NFT_MSG_GETTABLE)
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETTABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
@@ -299,7 +299,7 @@ func rulesetGeneration(raw *netlink.Conn) (uint32, error) {
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
 			Flags: netlink.Request,
 		},
-		Data: nfgenmsg(unix.NFPROTO_UNSPEC),
+		Data: genmsg(unix.NFPROTO_UNSPEC),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("get ruleset generation: %w", err)
@@ -321,8 +321,8 @@ func rulesetGeneration(raw *netlink.Conn) (uint32, error) {
 	return 0, fmt.Errorf("get ruleset generation: no generation in the answer")
 }
 
-// nfgenmsg is the nfnetlink header: family, version 0, resource id 0.
-func nfgenmsg(family byte) []byte { return []byte{family, unix.NFNETLINK_V0, 0, 0} }
+// genmsg is the nfnetlink header: family, version 0, resource id 0.
+func genmsg(family byte) []byte { return []byte{family, unix.NFNETLINK_V0, 0, 0} }
 
 // --- set contents ---
 
@@ -350,7 +350,7 @@ func contentOfRef(s *setRef) setContent {
 // interval set a start element opens a range and the next end element
 // (exclusive) closes it, an unclosed start runs to the top of the key
 // space; elements of other sets are single keys.
-func contentOfElements(s *nftables.Set, elems []setElem) (setContent, error) {
+func contentOfElements(s *nftables.Set, elems []dumpedElem) (setContent, error) {
 	c := setContent{keyType: s.KeyType.Name}
 	var width int
 	switch s.KeyType.Name {
@@ -500,9 +500,9 @@ func (a u128) dec() u128 {
 // prefixes take seconds; 32 KiB batches cut that eightfold.
 const dumpBufSize = 64 << 10
 
-// dump runs an nftables dump request for the inet family and returns the
+// nftDump runs an nftables dump request for the inet family and returns the
 // answers, each with at least its nfgenmsg header.
-func dump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netlink.Message, error) {
+func nftDump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netlink.Message, error) {
 	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
 		return nil, err
@@ -512,7 +512,7 @@ func dump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netl
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | int(msgType)),
 			Flags: netlink.Request | netlink.Dump,
 		},
-		Data: append(nfgenmsg(unix.NFPROTO_INET), data...),
+		Data: append(genmsg(unix.NFPROTO_INET), data...),
 	})
 	if err != nil {
 		return nil, err
@@ -567,12 +567,12 @@ func dump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netl
 // (NFT_MSG_GETSETELEM). Anonymous sets are kept by name for the lookups
 // that use them.
 func readSets(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := dump(raw, unix.NFT_MSG_GETSET, netlink.Attribute{Type: unix.NFTA_SET_TABLE, Data: []byte(kt.name + "\x00")})
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETSET, netlink.Attribute{Type: unix.NFTA_SET_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list sets: %w", err)
 	}
 	for _, m := range msgs {
-		s, err := parseSet(m)
+		s, err := parseSetMsg(m)
 		if err != nil {
 			return err
 		}
@@ -596,10 +596,10 @@ func readSets(raw *netlink.Conn, kt *kernelTable) error {
 	return nil
 }
 
-// keyTypes are the set key types Verify knows by their nft magic number.
-var keyTypes = []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIP6Addr, nftables.TypeInetService}
+// verifyKeyTypes are the set key types Verify knows by their nft magic number.
+var verifyKeyTypes = []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIP6Addr, nftables.TypeInetService}
 
-func parseSet(m netlink.Message) (*nftables.Set, error) {
+func parseSetMsg(m netlink.Message) (*nftables.Set, error) {
 	as, err := netlink.UnmarshalAttributes(m.Data[4:])
 	if err != nil {
 		return nil, fmt.Errorf("set message: %w", err)
@@ -623,7 +623,7 @@ func parseSet(m netlink.Message) (*nftables.Set, error) {
 			if len(a.Data) == 4 {
 				magic := binary.BigEndian.Uint32(a.Data)
 				s.KeyType = nftables.SetDatatype{Name: fmt.Sprintf("type-%d", magic)}
-				for _, kt := range keyTypes {
+				for _, kt := range verifyKeyTypes {
 					if kt.GetNFTMagic() == magic {
 						s.KeyType = kt
 					}
@@ -634,21 +634,21 @@ func parseSet(m netlink.Message) (*nftables.Set, error) {
 	return s, nil
 }
 
-// setElem is a set element as dumped: its key and the interval-end flag.
-type setElem struct {
+// dumpedElem is a set element as dumped: its key and the interval-end flag.
+type dumpedElem struct {
 	key []byte
 	end bool
 }
 
 // readElements dumps a set's elements.
-func readElements(raw *netlink.Conn, table, set string) ([]setElem, error) {
-	msgs, err := dump(raw, unix.NFT_MSG_GETSETELEM,
+func readElements(raw *netlink.Conn, table, set string) ([]dumpedElem, error) {
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETSETELEM,
 		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(table + "\x00")},
 		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")})
 	if err != nil {
 		return nil, err
 	}
-	var out []setElem
+	var out []dumpedElem
 	for _, m := range msgs {
 		as, err := netlink.UnmarshalAttributes(m.Data[4:])
 		if err != nil {
@@ -674,8 +674,8 @@ func readElements(raw *netlink.Conn, table, set string) ([]setElem, error) {
 	return out, nil
 }
 
-func parseElement(b []byte) (setElem, error) {
-	var e setElem
+func parseElement(b []byte) (dumpedElem, error) {
+	var e dumpedElem
 	as, err := netlink.UnmarshalAttributes(b)
 	if err != nil {
 		return e, fmt.Errorf("element: %w", err)
@@ -700,7 +700,7 @@ func parseElement(b []byte) (setElem, error) {
 // readRules dumps the table's rules (NFT_MSG_GETRULE filtered by table)
 // and canonicalises their expressions.
 func readRules(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := dump(raw, unix.NFT_MSG_GETRULE, netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")})
+	msgs, err := nftDump(raw, unix.NFT_MSG_GETRULE, netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("dump rules: %w", err)
 	}
