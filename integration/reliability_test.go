@@ -97,8 +97,8 @@ func rlApply(t testing.TB, o translate.Options, path string) *nfintercept.Result
 	return res
 }
 
-// plan builds the ruleset the options describe for the namespace.
-func plan(t testing.TB, o translate.Options, path string) *translate.Ruleset {
+// rlPlan builds the ruleset the options describe for the namespace.
+func rlPlan(t testing.TB, o translate.Options, path string) *translate.Ruleset {
 	t.Helper()
 	res, err := nfintercept.Plan(rlReq(o, path))
 	if err != nil {
@@ -120,15 +120,15 @@ func verifyRS(t testing.TB, rs *translate.Ruleset, path string) *nft.Drift {
 // exactly: the index, or -1 with the drift from each.
 func whichOf(t testing.TB, path string, rss ...*translate.Ruleset) (int, string) {
 	t.Helper()
-	i, report, err := which(path, rss...)
+	i, report, err := rlWhich(path, rss...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return i, report
 }
 
-// which is whichOf for goroutines other than the test's.
-func which(path string, rss ...*translate.Ruleset) (int, string, error) {
+// rlWhich is whichOf for goroutines other than the test's.
+func rlWhich(path string, rss ...*translate.Ruleset) (int, string, error) {
 	ds, err := nft.VerifyEach(path, rss...)
 	if err != nil {
 		return -1, "", err
@@ -168,7 +168,7 @@ func TestBatchFailsMidway(t *testing.T) {
 	rlApply(t, a, path)
 	before := kernelSnapshot(t, ns)
 
-	bad := plan(t, rlOptions(11, 4000, "15101"), path)
+	bad := rlPlan(t, rlOptions(11, 4000, "15101"), path)
 	last := bad.Tables[len(bad.Tables)-1]
 	if last.Kind == translate.TableNAT {
 		t.Fatalf("want a non-nat table last, got %v", last.Kind)
@@ -189,7 +189,7 @@ func TestBatchFailsMidway(t *testing.T) {
 	if after := kernelSnapshot(t, ns); after != before {
 		t.Errorf("failed batch changed the namespace:\n--- before\n%s\n--- after\n%s", before, after)
 	}
-	if d := verifyRS(t, plan(t, a, path), path); !d.InSync() {
+	if d := verifyRS(t, rlPlan(t, a, path), path); !d.InSync() {
 		t.Errorf("previous ruleset no longer verifies:\n%s", d)
 	}
 }
@@ -277,7 +277,7 @@ func TestKillDuringApply(t *testing.T) {
 		iterations = 40
 	}
 	a, b := rlOptions(10, 3000, "15001"), rlOptions(11, 3000, "15101")
-	ra, rb := plan(t, a, path), plan(t, b, path)
+	ra, rb := rlPlan(t, a, path), rlPlan(t, b, path)
 	bin := cliBinary(t)
 	unshare := lookPath(t, "unshare")
 	args := append([]string{"-n", bin}, append(optionArgs(b), "--network-namespace", path)...)
@@ -427,7 +427,7 @@ func TestRacingAppliers(t *testing.T) {
 		rounds = 20
 	}
 	opts := []translate.Options{rlOptions(10, 1000, "15001"), rlOptions(11, 1000, "15101")}
-	rss := []*translate.Ruleset{plan(t, opts[0], path), plan(t, opts[1], path)}
+	rss := []*translate.Ruleset{rlPlan(t, opts[0], path), rlPlan(t, opts[1], path)}
 	rlApply(t, opts[0], path)
 
 	var wg sync.WaitGroup
@@ -455,7 +455,7 @@ func TestRacingAppliers(t *testing.T) {
 				return
 			default:
 			}
-			i, report, err := which(path, rss...)
+			i, report, err := rlWhich(path, rss...)
 			if err != nil {
 				errs <- err
 				return
@@ -530,7 +530,7 @@ func TestRacingModes(t *testing.T) {
 	tp := rlOptions(10, 10, "15001")
 	tp.InboundInterceptionMode = "TPROXY"
 	opts := []translate.Options{tp, rlOptions(10, 10, "15001")}
-	rss := []*translate.Ruleset{plan(t, opts[0], path), plan(t, opts[1], path)}
+	rss := []*translate.Ruleset{rlPlan(t, opts[0], path), rlPlan(t, opts[1], path)}
 	for round := 0; round < 30; round++ {
 		var wg sync.WaitGroup
 		for i := range opts {
@@ -560,7 +560,7 @@ func TestKillDuringModeSwitch(t *testing.T) {
 	a := rlOptions(10, 2000, "15001")
 	b := rlOptions(11, 2000, "15001")
 	b.InboundInterceptionMode = "TPROXY"
-	ra, rb := plan(t, a, path), plan(t, b, path)
+	ra, rb := rlPlan(t, a, path), rlPlan(t, b, path)
 	args := append([]string{"-n", cliBinary(t)}, append(optionArgs(b), "--network-namespace", path)...)
 	r := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := 0; i < 50; i++ {

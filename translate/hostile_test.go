@@ -37,8 +37,8 @@ func hostileOptions() translate.Options {
 	return o
 }
 
-// render runs the pipeline; the nft text error is returned, not fatal.
-func render(t *testing.T, o translate.Options) (text string, textErr error, v4, v6 string) {
+// renderAll runs the pipeline; the nft text error is returned, not fatal.
+func renderAll(t *testing.T, o translate.Options) (text string, textErr error, v4, v6 string) {
 	t.Helper()
 	c, err := o.Config(hostileSystem{})
 	if err != nil {
@@ -126,7 +126,7 @@ func TestHostileScatteredPorts(t *testing.T) {
 	}
 	o := hostileOptions()
 	o.InboundPortsInclude = strings.Join(ports, ",")
-	text, err, v4, _ := render(t, o)
+	text, err, v4, _ := renderAll(t, o)
 	t.Logf("nft text: %v", err)
 	switch {
 	case err != nil && !strings.Contains(err.Error(), "port set"):
@@ -148,7 +148,7 @@ func TestHostileDuplicatesOverlaps(t *testing.T) {
 		"2001:db8::/32,2001:db8:1::/48,2001:db8::1/32"
 	o.InboundPortsInclude = "80,80,81,82,8080:8090,8085,82"
 	o.DualStack = true
-	text, err, v4, v6 := render(t, o)
+	text, err, v4, v6 := renderAll(t, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestHostileWhitespaceAndEmpty(t *testing.T) {
 	o.InboundPortsInclude = " 80,\t90,,"
 	o.ExcludeInterfaces = " eth0,,eth1 "
 	o.OutboundIPRangesInclude = ",10.0.0.0/8,,"
-	text, err, v4, _ := render(t, o)
+	text, err, v4, _ := renderAll(t, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestHostilePortBounds(t *testing.T) {
 	o := hostileOptions()
 	o.InboundPortsInclude = "0,65535"
 	o.OutboundPortsExclude = "0"
-	text, err, v4, _ := render(t, o)
+	text, err, v4, _ := renderAll(t, o)
 	if err != nil {
 		t.Fatal(err)
 	}
