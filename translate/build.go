@@ -262,7 +262,7 @@ func (b *builder) build() {
 	// 8–9. Outbound entry and excluded outbound ports (TCP and UDP).
 	b.append(TableNAT, "output", b.both(), rule().do(jump("istio-output")))
 	if len(c.OutboundPortsExclude) > 0 {
-		set := portSet(c.OutboundPortsExclude)
+		set := portSet("outbound-ports-exclude", c.OutboundPortsExclude)
 		step := b.nextStep()
 		b.add(TableNAT, "istio-output", b.both(), Order{Step: step}, rule(proto(TCP), dportSet(set)).do(ret()))
 		b.add(TableNAT, "istio-output", b.both(), Order{Step: step, Sub: 1}, rule(proto(UDP), dportSet(set)).do(ret()))
@@ -313,7 +313,7 @@ func (b *builder) build() {
 	// 17. Outbound ports always captured.
 	if len(c.OutboundPortsInclude) > 0 {
 		b.append(TableNAT, "istio-output", b.both(),
-			rule(proto(TCP), dportSet(portSet(c.OutboundPortsInclude))).do(jump("istio-redirect")))
+			rule(proto(TCP), dportSet(portSet("outbound-ports", c.OutboundPortsInclude))).do(jump("istio-redirect")))
 	}
 
 	// 18. Captured destinations, and traffic arriving from virtual interfaces.
@@ -350,7 +350,7 @@ func (b *builder) inbound(tproxy bool) {
 	if c.InboundPorts.All {
 		if len(c.InboundPortsExclude) > 0 {
 			b.append(table, "istio-inbound", b.both(),
-				rule(proto(TCP), dportSet(portSet(c.InboundPortsExclude))).do(ret()))
+				rule(proto(TCP), dportSet(portSet("inbound-ports-exclude", c.InboundPortsExclude))).do(ret()))
 		}
 		if tproxy {
 			b.append(TableMangle, "istio-inbound", b.both(), rule(proto(TCP), established).do(jump("istio-divert")))
@@ -363,7 +363,7 @@ func (b *builder) inbound(tproxy bool) {
 	if len(c.InboundPorts.Ports) == 0 {
 		return // "-b ," : the jump above, nothing to capture
 	}
-	set := portSet(c.InboundPorts.Ports)
+	set := portSet("inbound-ports", c.InboundPorts.Ports)
 	step := b.nextStep()
 	if tproxy {
 		b.add(TableMangle, "istio-inbound", b.both(), Order{Step: step},
@@ -549,7 +549,18 @@ func setMark(m Mark) Action          { return Action{Kind: ActSetMark, Mark: m} 
 func ctZone(z uint16) Action         { return Action{Kind: ActCtZone, Zone: z} }
 func tproxyTo(p Port, m Mark) Action { return Action{Kind: ActTProxy, Port: p, Mark: m} }
 
-func portSet(ports []Port) *Set { return &Set{Type: SetPorts, Ports: ports, Anonymous: true} }
+// maxInlinePorts is the longest port list written inline as an anonymous
+// set; longer lists become a named set, which the kernel accepts at any
+// size (an anonymous set must fit one netlink message) and which nft shows
+// apart from the rule.
+const maxInlinePorts = 64
+
+func portSet(name string, ports []Port) *Set {
+	if len(ports) > maxInlinePorts {
+		return &Set{Name: name, Type: SetPorts, Ports: ports}
+	}
+	return &Set{Type: SetPorts, Ports: ports, Anonymous: true}
+}
 
 // hostPrefix is a resolver address as a host prefix, spelled canonically.
 func hostPrefix(a netip.Addr) Prefix {
