@@ -180,18 +180,12 @@ func report(t *testing.T, res *equiv.Result) {
 }
 
 // TestEquivalenceLargeLists runs lists long enough for nftables sets to be
-// loaded in chunks and for iptables to get thousands of rules.
-//
-// The inbound port list stops at 1000 ports: nfintercept currently refuses
-// port lists of more than 1000 non-adjacent ports (its anonymous sets must
-// fit one netlink message), which istio-iptables accepts.
-// NFI_EQ_LONG_PORTS=1 runs it with 1200 ports to reproduce that.
+// loaded in chunks and for iptables to get thousands of rules. 1200
+// non-adjacent inbound ports need a named set (more than one netlink
+// message of elements).
 func TestEquivalenceLargeLists(t *testing.T) {
 	harness.RequireRoot(t)
-	ports := 1000
-	if os.Getenv("NFI_EQ_LONG_PORTS") != "" {
-		ports = 1200
-	}
+	ports := 1200
 	for _, m := range modes {
 		if testing.Short() && m == translate.ModeTProxy {
 			continue
