@@ -27,8 +27,11 @@ unit:
 equivalence:
 	$(GO) test -count=1 -timeout 30m -run 'Equivalence' -v ./integration/...
 
+# Go fuzzes one target per run: option parsing/validation, then
+# options → model → nft text and iptables view.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./translate/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfigText$$' -fuzztime $(FUZZTIME) ./translate/
 
 bench:
 	$(GO) run ./bench/cmd/benchdriver
