@@ -1,0 +1,190 @@
+// Command benchdriver runs the nfintercept benchmarks (make bench): apply
+// latency of nfintercept (library and whole process) against nft -f and
+// iptables-restore of the same rules, its growth with the exclude list,
+// new-connection rates through the rules and peak memory. Everything runs
+// in network namespaces it creates. It writes the report, a PNG plot, a
+// README snippet and the raw results to -out.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nfintercept/nfintercept/bench"
+)
+
+func main() {
+	out := flag.String("out", "bench/results", "directory for RESULTS.md, bench.png, README-snippet.md and results.json")
+	quick := flag.Bool("quick", false, "few repetitions and no 100,000-CIDR runs (a smoke test of the driver)")
+	replot := flag.String("replot", "", "only rewrite the report and plot from this results.json")
+	flag.Parse()
+	var err error
+	if *replot != "" {
+		err = rewrite(*replot, *out)
+	} else {
+		err = run(*out, *quick)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchdriver:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+}
+
+func run(outDir string, quick bool) error {
+	if err := bench.CheckTools(); err != nil {
+		return err
+	}
+	started := time.Now()
+	tmp, err := os.MkdirTemp("", bench.NSPrefix)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The CLI is built without cgo: a static binary starts about 2 ms
+	// sooner than the default dynamically linked one (measured below too).
+	tools := bench.Tools{
+		CLI:       filepath.Join(tmp, "nfintercept"),
+		CLICgo:    filepath.Join(tmp, "nfintercept-cgo"),
+		ArgsApply: filepath.Join(tmp, "nfiapply"),
+	}
+	for _, b := range []struct {
+		out, pkg string
+		cgo      bool
+	}{{tools.CLI, "./cmd/nfintercept", false}, {tools.CLICgo, "./cmd/nfintercept", true}, {tools.ArgsApply, "./bench/cmd/nfiapply", false}} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b.cgo {
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v: %s", b.pkg, err, out)
+		}
+	}
+	res := &bench.Results{Env: bench.CollectEnv("`CGO_ENABLED=0 go build -trimpath ./cmd/nfintercept` (static); the cgo build is measured on the default configuration")}
+	r := &bench.Runner{Dir: tmp, Tools: tools, Seed: 1, Log: logf}
+
+	reps, replaceReps := 40, 20
+	counts := []int{1, 100, 1_000, 10_000, 100_000}
+	scalingReps := func(n int) int {
+		switch {
+		case n >= 100_000:
+			return 3
+		case n >= 10_000:
+			return 5
+		}
+		return 9
+	}
+	connectCounts, connectRounds, connectDur := []int{0, 1_000, 10_000}, 7, 300*time.Millisecond
+	memCIDRs := 100_000
+	if quick {
+		reps, replaceReps = 5, 3
+		counts = []int{1, 1_000, 10_000}
+		scalingReps = func(int) int { return 2 }
+		connectCounts, connectRounds, connectDur = []int{0, 10_000}, 2, 100*time.Millisecond
+		memCIDRs = 10_000
+	}
+
+	def, err := bench.NewWorkload("default", bench.DefaultArgs, filepath.Join(tmp, "default"))
+	if err != nil {
+		return err
+	}
+	if err := def.CheckRender(tools.CLI); err != nil {
+		return err
+	}
+	logf("default configuration, fresh namespace: %d reps", reps)
+	if res.Fresh, err = r.ApplyPhase(def, bench.Methods(def, tools), reps, true); err != nil {
+		return err
+	}
+	logf("default configuration, replacing the same rules: %d reps", replaceReps)
+	if res.Replace, err = r.ApplyPhase(def, bench.Methods(def, tools), replaceReps, false); err != nil {
+		return err
+	}
+	noCgo := tools
+	noCgo.CLICgo = ""
+	r.Tools = noCgo
+	if res.Scaling, err = r.ScalingPhase(counts, scalingReps); err != nil {
+		return err
+	}
+	logf("connection rates: %v CIDRs, %d rounds of %v per destination", connectCounts, connectRounds, connectDur)
+	if res.Connect, err = r.ConnectPhase(connectCounts, connectRounds, connectDur); err != nil {
+		return err
+	}
+	logf("peak memory with %d CIDRs", memCIDRs)
+	if res.Memory, err = r.MemoryPhase(memCIDRs); err != nil {
+		return err
+	}
+	res.Env.LoadAfter = bench.LoadAvg()
+	return write(outDir, res, time.Since(started))
+}
+
+// rewrite renders the outputs again from saved results.
+func rewrite(resultsJSON, dir string) error {
+	raw, err := os.ReadFile(resultsJSON)
+	if err != nil {
+		return err
+	}
+	var res bench.Results
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("%s: %w", resultsJSON, err)
+	}
+	return write(dir, &res, 0)
+}
+
+func write(dir string, res *bench.Results, took time.Duration) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	report := bench.Markdown(res)
+	img, err := bench.Plot(res)
+	if err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"RESULTS.md":        []byte(report),
+		"bench.png":         img,
+		"results.json":      append(raw, '\n'),
+		"README-snippet.md": []byte(snippet(res)),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Print(report)
+	logf("done in %v; wrote %s/{RESULTS.md,bench.png,results.json,README-snippet.md}", took.Round(time.Second), dir)
+	return nil
+}
+
+// snippet is the short section README.md shows.
+func snippet(res *bench.Results) string {
+	var b strings.Builder
+	b.WriteString("## Performance\n\n")
+	b.WriteString("`make bench` measures, in namespaces it creates, the apply latency of nfintercept against `nft -f` and\n")
+	b.WriteString("iptables-restore of the same rules, its growth with the exclude list, new connections per second through\n")
+	b.WriteString("the rules and peak memory ([full results](bench/results/RESULTS.md), [analysis](bench/results/NOTES.md)).\n\n")
+	b.WriteString("| goal | measured | met |\n|---|---|---|\n")
+	for _, t := range bench.Targets(res) {
+		met := "no"
+		if t.Met {
+			met = "yes"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Goal, t.Measured, met)
+	}
+	b.WriteString("\n![apply time and connection rate against the number of exclude CIDRs](bench/results/bench.png)\n")
+	return b.String()
+}
