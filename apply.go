@@ -10,19 +10,36 @@ import (
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// applyRuleset installs the policy routing first and the nftables batch
-// second: a routing failure leaves the namespace untouched, and a batch
-// failure removes the routing this call added, so nothing stays half-applied.
+// applyRuleset changes the namespace in three steps, under a per-namespace
+// lock: add the policy routing the ruleset needs, replace the nftables
+// tables in one batch, remove routing no longer needed. A routing failure
+// leaves the namespace untouched; a batch failure removes the routing this
+// call added; a process killed in between leaves extra routing, never
+// capture rules without their routes.
 func applyRuleset(rs *translate.Ruleset, nsPath string) error {
-	undo, err := nft.ApplyRouting(rs, nsPath)
+	return changeNamespace(rs, nsPath, nft.Apply)
+}
+
+// changeNamespace is applyRuleset with the nftables step given: nft.Apply,
+// or nft.Reconcile (which also drops stray tables with our prefix).
+func changeNamespace(rs *translate.Ruleset, nsPath string, batch func(*translate.Ruleset, string) error) error {
+	unlock, err := lockNamespace(nsPath)
 	if err != nil {
 		return err
 	}
-	if err := nft.Apply(rs, nsPath); err != nil {
+	defer unlock()
+	undo, err := nft.AddRouting(rs, nsPath)
+	if err != nil {
+		return err
+	}
+	if err := batch(rs, nsPath); err != nil {
 		if uerr := undo(); uerr != nil {
 			return fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
 		}
 		return err
+	}
+	if err := nft.PruneRouting(rs, nsPath); err != nil {
+		return fmt.Errorf("rules applied, but removing policy routing no longer needed failed: %w", err)
 	}
 	return nil
 }

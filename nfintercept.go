@@ -102,6 +102,11 @@ func Cleanup(netnsPath string) error {
 	if err := checkNetNS(netnsPath); err != nil {
 		return err
 	}
+	unlock, err := lockNamespace(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := cleanupRouting(netnsPath); err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/nfintercept/nfintercept/nft"
-	"github.com/nfintercept/nfintercept/translate"
 )
 
 // Drift is what Verify found in the namespace.
@@ -37,7 +36,7 @@ func Verify(req Request, reconcile bool) (*Drift, error) {
 	if d.InSync() || !reconcile {
 		return out, nil
 	}
-	if err := reconcileRuleset(res.Ruleset, req.NetNSPath); err != nil {
+	if err := changeNamespace(res.Ruleset, req.NetNSPath, nft.Reconcile); err != nil {
 		return out, fmt.Errorf("reconcile: %w", err)
 	}
 	after, err := nft.Verify(res.Ruleset, req.NetNSPath)
@@ -50,20 +49,4 @@ func Verify(req Request, reconcile bool) (*Drift, error) {
 	}
 	out.Reconciled = true
 	return out, nil
-}
-
-// reconcileRuleset is applyRuleset with nft.Reconcile: policy routing first,
-// then one batch; a failed batch reverts the routing this call changed.
-func reconcileRuleset(rs *translate.Ruleset, nsPath string) error {
-	undo, err := nft.ApplyRouting(rs, nsPath)
-	if err != nil {
-		return err
-	}
-	if err := nft.Reconcile(rs, nsPath); err != nil {
-		if uerr := undo(); uerr != nil {
-			return fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
-		}
-		return err
-	}
-	return nil
 }

@@ -35,8 +35,35 @@ const dumpRetries = 5
 // the namespace, and removes rules, routes and addresses of ours that rs no
 // longer wants (another mark or table, IPv6 turned off). Re-applying the
 // same ruleset changes nothing. The returned undo reverts exactly what this
-// call changed, for when the nftables batch that follows fails.
+// call changed.
 func ApplyRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err error) {
+	return changeRouting(rs, nsPath, addMissing|removeStale)
+}
+
+// AddRouting is the first half of ApplyRouting: it only adds what rs wants
+// and the namespace lacks. Apply calls it before the nftables batch (undo
+// if the batch fails) and PruneRouting after, so an interrupted mode switch
+// leaves extra routing, never rules without their routes.
+func AddRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err error) {
+	return changeRouting(rs, nsPath, addMissing)
+}
+
+// PruneRouting is the second half of ApplyRouting: it removes our rules,
+// routes and addresses that rs does not want.
+func PruneRouting(rs *translate.Ruleset, nsPath string) error {
+	_, err := changeRouting(rs, nsPath, removeStale)
+	return err
+}
+
+// routingPhase selects what reconcile does.
+type routingPhase uint8
+
+const (
+	addMissing routingPhase = 1 << iota
+	removeStale
+)
+
+func changeRouting(rs *translate.Ruleset, nsPath string, phase routingPhase) (undo func() error, err error) {
 	want, err := desiredRouting(rs)
 	if err != nil {
 		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
@@ -48,7 +75,7 @@ func ApplyRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err 
 	defer r.close()
 
 	var j journal
-	if err := r.reconcile(want, &j); err != nil {
+	if err := r.reconcile(want, &j, phase); err != nil {
 		if uerr := j.revert(r); uerr != nil {
 			err = fmt.Errorf("%w (and reverting the partial change failed: %v)", err, uerr)
 		}
@@ -79,7 +106,7 @@ func CleanupRouting(nsPath string) error {
 	}
 	defer r.close()
 	var j journal // unused: cleanup is not reverted
-	return r.reconcile(routingState{}, &j)
+	return r.reconcile(routingState{}, &j, removeStale)
 }
 
 // routingState is the set of objects of ours a namespace should hold.
@@ -219,7 +246,7 @@ func (j journal) revert(r *rtnl) error {
 // reconcile makes the namespace hold exactly want among our objects. New
 // objects are added before stale ones are removed, routes before the rules
 // pointing at them, so traffic is never sent to an empty table.
-func (r *rtnl) reconcile(want routingState, j *journal) error {
+func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) error {
 	for i := range want.routes {
 		want.routes[i].LinkIndex = r.lo
 	}
@@ -236,7 +263,11 @@ func (r *rtnl) reconcile(want routingState, j *journal) error {
 		return err
 	}
 
-	for _, p := range want.addrs {
+	add := want
+	if phase&addMissing == 0 {
+		add = routingState{}
+	}
+	for _, p := range add.addrs {
 		if slices.ContainsFunc(addrs, func(a loAddr) bool { return a.prefix == p }) {
 			continue // ours already, or someone else's we leave alone
 		}
@@ -245,7 +276,7 @@ func (r *rtnl) reconcile(want routingState, j *journal) error {
 		}
 		*j = append(*j, func(r *rtnl) error { return r.delAddr(p, true) })
 	}
-	for _, rt := range want.routes {
+	for _, rt := range add.routes {
 		if slices.ContainsFunc(routes, func(have netlink.Route) bool { return sameRoute(have, rt) }) {
 			continue
 		}
@@ -257,7 +288,7 @@ func (r *rtnl) reconcile(want routingState, j *journal) error {
 			*j = append(*j, func(r *rtnl) error { return r.delRoute(rt, true) })
 		}
 	}
-	for _, ru := range want.rules {
+	for _, ru := range add.rules {
 		if slices.ContainsFunc(rules, func(have netlink.Rule) bool { return sameRule(have, ru) }) {
 			continue
 		}
@@ -267,6 +298,9 @@ func (r *rtnl) reconcile(want routingState, j *journal) error {
 		*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
 	}
 
+	if phase&removeStale == 0 {
+		return nil
+	}
 	// Stale: ours but not wanted, and duplicates of wanted ones.
 	kept := make([]bool, len(want.rules))
 	for _, have := range rules {
