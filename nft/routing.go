@@ -96,6 +96,59 @@ func changeRouting(rs *translate.Ruleset, nsPath string, phase routingPhase) (un
 	}, nil
 }
 
+// RoutingChange is AddRouting and PruneRouting with one connection and
+// one look at the namespace, for a caller that holds the namespace lock
+// across the nftables batch: BeginRouting adds what rs needs (Undo reverts
+// exactly that), Prune removes what was ours and stale when it began.
+// Close releases the connection.
+type RoutingChange struct {
+	r    *rtnl
+	want routingState
+	have snapshot
+	j    journal
+}
+
+// BeginRouting is AddRouting keeping the connection for Undo and Prune.
+func BeginRouting(rs *translate.Ruleset, nsPath string) (*RoutingChange, error) {
+	want, err := desiredRouting(rs)
+	if err != nil {
+		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
+	}
+	r, err := openRtnl(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	c := &RoutingChange{r: r, want: r.located(want)}
+	if c.have, err = r.snapshot(); err == nil {
+		err = r.addMissing(c.want, c.have, &c.j)
+	}
+	if err != nil {
+		if uerr := c.j.revert(r); uerr != nil {
+			err = fmt.Errorf("%w (and reverting the partial change failed: %v)", err, uerr)
+		}
+		r.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Undo reverts what BeginRouting added.
+func (c *RoutingChange) Undo() error {
+	err := c.j.revert(c.r)
+	c.j = nil
+	return err
+}
+
+// Prune removes our rules, routes and addresses that were there when
+// BeginRouting looked and the ruleset does not want.
+func (c *RoutingChange) Prune() error {
+	var j journal // pruning is not reverted
+	return c.r.removeStale(c.want, c.have, &j)
+}
+
+// Close releases the connection.
+func (c *RoutingChange) Close() { c.r.close() }
+
 // CleanupRouting removes every policy rule, route and loopback address
 // tagged with RouteProtocol in the namespace. Nothing installed is not an
 // error; foreign objects are never touched.
@@ -243,32 +296,61 @@ func (j journal) revert(r *rtnl) error {
 	return errors.Join(errs...)
 }
 
-// reconcile makes the namespace hold exactly want among our objects. New
-// objects are added before stale ones are removed, routes before the rules
-// pointing at them, so traffic is never sent to an empty table.
+// reconcile makes the namespace hold exactly want among our objects (the
+// parts phase selects). New objects are added before stale ones are
+// removed, routes before the rules pointing at them, so traffic is never
+// sent to an empty table.
 func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) error {
-	for i := range want.routes {
-		want.routes[i].LinkIndex = r.lo
-	}
-	rules, err := r.ourRules()
+	want = r.located(want)
+	have, err := r.snapshot()
 	if err != nil {
 		return err
 	}
-	routes, err := r.ourRoutes()
-	if err != nil {
-		return err
+	if phase&addMissing != 0 {
+		if err := r.addMissing(want, have, j); err != nil {
+			return err
+		}
 	}
-	addrs, err := r.loAddrs()
-	if err != nil {
-		return err
+	if phase&removeStale != 0 {
+		return r.removeStale(want, have, j)
 	}
+	return nil
+}
 
-	add := want
-	if phase&addMissing == 0 {
-		add = routingState{}
+// located fills in lo's index in the wanted routes.
+func (r *rtnl) located(want routingState) routingState {
+	routes := slices.Clone(want.routes)
+	for i := range routes {
+		routes[i].LinkIndex = r.lo
 	}
-	for _, p := range add.addrs {
-		if slices.ContainsFunc(addrs, func(a loAddr) bool { return a.prefix == p }) {
+	want.routes = routes
+	return want
+}
+
+// snapshot is our part of a namespace's routing, and lo's addresses.
+type snapshot struct {
+	rules  []netlink.Rule
+	routes []netlink.Route
+	addrs  []loAddr
+}
+
+func (r *rtnl) snapshot() (snapshot, error) {
+	var s snapshot
+	var err error
+	if s.rules, err = r.ourRules(); err != nil {
+		return s, err
+	}
+	if s.routes, err = r.ourRoutes(); err != nil {
+		return s, err
+	}
+	s.addrs, err = r.loAddrs()
+	return s, err
+}
+
+// addMissing adds what want holds and have lacks, journaling each change.
+func (r *rtnl) addMissing(want routingState, have snapshot, j *journal) error {
+	for _, p := range want.addrs {
+		if slices.ContainsFunc(have.addrs, func(a loAddr) bool { return a.prefix == p }) {
 			continue // ours already, or someone else's we leave alone
 		}
 		if err := r.addAddr(p); err != nil {
@@ -276,8 +358,8 @@ func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) erro
 		}
 		*j = append(*j, func(r *rtnl) error { return r.delAddr(p, true) })
 	}
-	for _, rt := range add.routes {
-		if slices.ContainsFunc(routes, func(have netlink.Route) bool { return sameRoute(have, rt) }) {
+	for _, rt := range want.routes {
+		if slices.ContainsFunc(have.routes, func(h netlink.Route) bool { return sameRoute(h, rt) }) {
 			continue
 		}
 		added, err := r.addRoute(rt)
@@ -288,8 +370,8 @@ func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) erro
 			*j = append(*j, func(r *rtnl) error { return r.delRoute(rt, true) })
 		}
 	}
-	for _, ru := range add.rules {
-		if slices.ContainsFunc(rules, func(have netlink.Rule) bool { return sameRule(have, ru) }) {
+	for _, ru := range want.rules {
+		if slices.ContainsFunc(have.rules, func(h netlink.Rule) bool { return sameRule(h, ru) }) {
 			continue
 		}
 		if err := r.addRule(ru); err != nil {
@@ -297,39 +379,40 @@ func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) erro
 		}
 		*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
 	}
+	return nil
+}
 
-	if phase&removeStale == 0 {
-		return nil
-	}
-	// Stale: ours but not wanted, and duplicates of wanted ones.
+// removeStale removes what have holds of ours that want does not (and
+// duplicates of wanted ones), journaling each change.
+func (r *rtnl) removeStale(want routingState, have snapshot, j *journal) error {
 	kept := make([]bool, len(want.rules))
-	for _, have := range rules {
-		if i := slices.IndexFunc(want.rules, func(w netlink.Rule) bool { return sameRule(have, w) }); i >= 0 && !kept[i] {
+	for _, h := range have.rules {
+		if i := slices.IndexFunc(want.rules, func(w netlink.Rule) bool { return sameRule(h, w) }); i >= 0 && !kept[i] {
 			kept[i] = true
 			continue
 		}
-		if err := r.delRule(have, false); err != nil {
+		if err := r.delRule(h, false); err != nil {
 			return err
 		}
-		*j = append(*j, func(r *rtnl) error { return r.addRule(have) })
+		*j = append(*j, func(r *rtnl) error { return r.addRule(h) })
 	}
-	for _, have := range routes {
-		if slices.ContainsFunc(want.routes, func(w netlink.Route) bool { return sameRoute(have, w) }) {
+	for _, h := range have.routes {
+		if slices.ContainsFunc(want.routes, func(w netlink.Route) bool { return sameRoute(h, w) }) {
 			continue
 		}
-		if err := r.delRoute(have, false); err != nil {
+		if err := r.delRoute(h, false); err != nil {
 			return err
 		}
-		*j = append(*j, func(r *rtnl) error { _, err := r.addRoute(have); return err })
+		*j = append(*j, func(r *rtnl) error { _, err := r.addRoute(h); return err })
 	}
-	for _, have := range addrs {
-		if !have.ours || slices.Contains(want.addrs, have.prefix) {
+	for _, h := range have.addrs {
+		if !h.ours || slices.Contains(want.addrs, h.prefix) {
 			continue
 		}
-		if err := r.delAddr(have.prefix, false); err != nil {
+		if err := r.delAddr(h.prefix, false); err != nil {
 			return err
 		}
-		*j = append(*j, func(r *rtnl) error { return r.addAddr(have.prefix) })
+		*j = append(*j, func(r *rtnl) error { return r.addAddr(h.prefix) })
 	}
 	return nil
 }
