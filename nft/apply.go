@@ -70,6 +70,11 @@ func applyTables(nsPath string, tables []*loweredTable, extra []string) error {
 // absent); otherwise with AddTable+DelTable (the add makes the delete
 // safe), which always leaves a deletion for the kernel to clean up.
 func replaceTxn(tables []*loweredTable, extra []string, destroy bool) (*txn, error) {
+	return buildTxn(tables, extra, destroy, false)
+}
+
+// buildTxn is replaceTxn; libRules has the library encode the rules.
+func buildTxn(tables []*loweredTable, extra []string, destroy, libRules bool) (*txn, error) {
 	t, err := newTxn()
 	if err != nil {
 		return nil, err
@@ -92,7 +97,7 @@ func replaceTxn(tables []*loweredTable, extra []string, destroy bool) (*txn, err
 			return nil, err
 		}
 	}
-	enc := &encoder{txn: t, conn: t.lib}
+	enc := &encoder{txn: t, conn: t.lib, libRules: libRules}
 	for _, lt := range tables {
 		if err := enc.addTable(lt); err != nil {
 			return nil, err

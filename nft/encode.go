@@ -18,12 +18,18 @@ const maxSetChunk = 1000
 // encoder queues lowered tables on a library Conn: either a real one, or
 // the one of a txn, which then also takes the named sets' elements.
 type encoder struct {
-	txn    *txn           // nil: elements go through the library too
-	conn   *nftables.Conn // txn.lib when txn is set
-	table  *nftables.Table
-	named  map[*setRef]*nftables.Set
-	nextID uint32
-	err    error
+	txn  *txn           // nil: elements and rules go through the library too
+	conn *nftables.Conn // txn.lib when txn is set
+	// queued: conn holds messages not yet taken into txn, which must go
+	// before the next message encoded directly.
+	queued bool
+	// libRules makes the library encode rules even with a txn (tests
+	// compare both encodings).
+	libRules bool
+	table    *nftables.Table
+	named    map[*setRef]*nftables.Set
+	nextID   uint32
+	err      error
 }
 
 // id returns a set ID unique within the batch. IDs are assigned here, not
@@ -57,7 +63,17 @@ func (e *encoder) bind(s *setRef) *nftables.Set {
 	if err := e.conn.AddSet(ks, s.elements()); err != nil {
 		e.setErr(fmt.Errorf("anonymous set: %w", err))
 	}
+	e.queued = true
 	return ks
+}
+
+// take moves what the library queued into the transaction.
+func (e *encoder) take() error {
+	if !e.queued {
+		return nil
+	}
+	e.queued = false
+	return e.txn.take()
 }
 
 // addTable queues the table, its chains, named sets (elements chunked) and
@@ -65,6 +81,7 @@ func (e *encoder) bind(s *setRef) *nftables.Set {
 func (e *encoder) addTable(lt *loweredTable) error {
 	e.table = e.conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: lt.name})
 	e.named = map[*setRef]*nftables.Set{}
+	e.queued = true
 
 	chains := make([]*nftables.Chain, len(lt.chains))
 	for i, lc := range lt.chains {
@@ -90,7 +107,19 @@ func (e *encoder) addTable(lt *loweredTable) error {
 			for _, s := range r.stmts {
 				exprs = append(exprs, s.exprs(e)...)
 			}
-			e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: chains[i], Exprs: exprs})
+			if e.txn == nil || e.libRules {
+				e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: chains[i], Exprs: exprs})
+				e.queued = true
+				continue
+			}
+			if err := e.take(); err != nil {
+				return fmt.Errorf("table %s: %w", lt.name, err)
+			}
+			m, err := ruleMsg(lt.name, lc.name, exprs)
+			if err != nil {
+				return fmt.Errorf("table %s chain %s: %w", lt.name, lc.name, err)
+			}
+			e.txn.msgs = append(e.txn.msgs, m)
 		}
 	}
 	if e.err != nil {
@@ -103,7 +132,8 @@ func (e *encoder) addTable(lt *loweredTable) error {
 // the transaction, or through the library in chunks of maxSetChunk.
 func (e *encoder) addElements(table string, ks *nftables.Set, s *setRef) error {
 	if e.txn != nil {
-		if err := e.txn.take(); err != nil {
+		e.queued = true // the set itself
+		if err := e.take(); err != nil {
 			return err
 		}
 		e.txn.msgs = append(e.txn.msgs, setElemMsgs(table, s.name, ks.ID, s)...)

@@ -33,7 +33,8 @@ func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
 	}
 	var out []netlink.Message
 	var data []byte
-	listAt, n := 0, 0 // where the current list attribute starts; its items
+	listAt, n := 0, 0                   // where the current list attribute starts; its items
+	left := 2 * s.len() * elemLen(true) // bytes still to encode, at most
 	flush := func() {
 		if n == 0 {
 			return
@@ -54,13 +55,14 @@ func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
 			flush()
 		}
 		if n == 0 {
-			data = make([]byte, 0, 4+len(head)+maxElemList)
+			data = make([]byte, 0, 8+len(head)+min(left, maxElemList))
 			data = append(data, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
 			data = append(data, head...)
 			listAt = len(data)
 			data = appendAttrHeader(data, unix.NFTA_SET_ELEM_LIST_ELEMENTS|unix.NLA_F_NESTED, 0) // length set by flush
 		}
 		n++
+		left -= size
 		// The library numbers list items 1, 2, ... (the kernel ignores it).
 		data = appendAttrHeader(data, uint16(n)|unix.NLA_F_NESTED, size-4)
 		if end {
