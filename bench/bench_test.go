@@ -253,3 +253,52 @@ func BenchmarkApplyFresh(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplyFreshProposed is BenchmarkApplyFresh with the two changes
+// proposed for the root package (bench/results/NOTES.md): IPv6 detection
+// from nft.Addrs (one dump) and the routing added and pruned through one
+// nft.RoutingChange. It mirrors nfintercept.Apply otherwise (minus the
+// namespace lock file).
+func BenchmarkApplyFreshProposed(b *testing.B) {
+	ns := podNS(b)
+	opts := mustOptions(b, DefaultArgs)
+	for b.Loop() {
+		b.StopTimer()
+		if err := nfintercept.Cleanup(ns.Path); err != nil {
+			b.Fatal(err)
+		}
+		settle(nil)
+		b.StartTimer()
+		res, err := nfintercept.Plan(nfintercept.Request{Options: opts, NetNSPath: ns.Path, IPv6: nfintercept.IPv6FromOptions})
+		if err != nil {
+			b.Fatal(err)
+		}
+		addrs, err := nft.Addrs(ns.Path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v6 := false
+		for _, a := range addrs {
+			ip := a.Addr.Unmap()
+			if ip.Is6() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() {
+				v6 = true
+			}
+		}
+		res.Config.EnableIPv6 = v6
+		rs := translate.Build(res.Config)
+		if err := res.Config.CheckResolved(); err != nil {
+			b.Fatal(err)
+		}
+		rc, err := nft.BeginRouting(rs, ns.Path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := nft.Apply(rs, ns.Path); err != nil {
+			b.Fatal(err)
+		}
+		if err := rc.Prune(); err != nil {
+			b.Fatal(err)
+		}
+		rc.Close()
+	}
+}

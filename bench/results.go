@@ -58,6 +58,10 @@ type ConnectResult struct {
 	Captured bool
 	Rates    []float64 // connections per second, one per round
 	Median   float64
+	// Ratio is the median over rounds of this rate divided by the same
+	// engine's rate with no random CIDRs measured in the same round:
+	// pairing within a round cancels most of the load from elsewhere.
+	Ratio float64
 }
 
 // MemResult is the peak resident set of a whole process.

@@ -2,10 +2,10 @@ package bench
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -182,47 +182,73 @@ func (r *Runner) MemoryPhase(n int) ([]MemResult, error) {
 }
 
 // ConnectPhase measures connection rates for every engine and list length,
-// rounds times for each destination, interleaved, each round lasting d.
+// rounds times for each destination (after one round of warm-up), each
+// measurement lasting d. Within a round the list lengths of one engine and
+// destination are measured back to back, so their ratio is fair even when
+// the machine's load changes.
 func (r *Runner) ConnectPhase(counts []int, rounds int, d time.Duration) ([]ConnectResult, error) {
 	type key struct {
 		engine   string
 		n        int
 		captured bool
 	}
-	var topos []*Topo
+	topos := map[key]*Topo{}
 	defer func() {
 		for _, t := range topos {
 			t.Close()
 		}
 	}()
-	for _, e := range Engines() {
+	engines := Engines()
+	for _, e := range engines {
 		for _, n := range counts {
 			t, err := NewTopo(e, n, r.Seed, filepath.Join(r.Dir, "connect-"+strings.Fields(e.Name)[0]))
 			if err != nil {
 				return nil, err
 			}
-			topos = append(topos, t)
+			topos[key{e.Name, n, false}] = t
 		}
 	}
 	rates := map[key][]float64{}
-	for round := 0; round < rounds; round++ {
-		for _, t := range topos {
-			for _, dst := range []netip.Addr{ExcludedDst, CapturedDst} {
-				rate, err := t.Rate(dst, d)
-				if err != nil {
-					return nil, err
+	ratios := map[key][]float64{}
+	for round := -1; round < rounds; round++ {
+		for _, e := range engines {
+			for _, captured := range []bool{false, true} {
+				dst := ExcludedDst
+				if captured {
+					dst = CapturedDst
 				}
-				k := key{t.Engine, t.N, dst == CapturedDst}
-				rates[k] = append(rates[k], rate)
+				// Alternate the order so that whatever favours the first
+				// (or last) measurement of a group cancels out.
+				order := slices.Clone(counts)
+				if round%2 != 0 {
+					slices.Reverse(order)
+				}
+				got := map[int]float64{}
+				for _, n := range order {
+					rate, err := topos[key{e.Name, n, false}].Rate(dst, d)
+					if err != nil {
+						return nil, err
+					}
+					got[n] = rate
+				}
+				if round < 0 {
+					continue // warm-up
+				}
+				for _, n := range counts {
+					k := key{e.Name, n, captured}
+					rates[k] = append(rates[k], got[n])
+					ratios[k] = append(ratios[k], got[n]/got[counts[0]])
+				}
 			}
 		}
 	}
 	var out []ConnectResult
-	for _, e := range Engines() {
+	for _, e := range engines {
 		for _, n := range counts {
 			for _, captured := range []bool{false, true} {
-				rs := rates[key{e.Name, n, captured}]
-				out = append(out, ConnectResult{Engine: e.Name, CIDRs: n, Captured: captured, Rates: rs, Median: medianFloat(rs)})
+				k := key{e.Name, n, captured}
+				out = append(out, ConnectResult{Engine: e.Name, CIDRs: n, Captured: captured,
+					Rates: rates[k], Median: medianFloat(rates[k]), Ratio: medianFloat(ratios[k])})
 			}
 		}
 	}

@@ -85,7 +85,7 @@ func run(outDir string, quick bool) error {
 		}
 		return 9
 	}
-	connectCounts, connectRounds, connectDur := []int{0, 1_000, 10_000}, 7, 300*time.Millisecond
+	connectCounts, connectRounds, connectDur := []int{0, 1_000, 10_000}, 9, 250*time.Millisecond
 	memCIDRs := 100_000
 	if quick {
 		reps, replaceReps = 5, 3
