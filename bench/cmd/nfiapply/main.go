@@ -40,6 +40,10 @@ func run() error {
 		return err
 	}
 	opts.LoadEnvOnly(os.LookupEnv)
+	// A benchmark tool: never the namespace it happens to run in.
+	if opts.NetworkNamespace == "" {
+		return fmt.Errorf("--network-namespace is required")
+	}
 	res, err := nfintercept.Apply(nfintercept.Request{Options: opts, NetNSPath: opts.NetworkNamespace})
 	if err != nil {
 		return err
