@@ -68,7 +68,7 @@ func changeRouting(rs *translate.Ruleset, nsPath string, phase routingPhase) (un
 	if err != nil {
 		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
 	}
-	r, err := openRtnl(nsPath)
+	r, err := openRawRtnl(nsPath)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +85,7 @@ func changeRouting(rs *translate.Ruleset, nsPath string, phase routingPhase) (un
 		if len(j) == 0 {
 			return nil
 		}
-		r, err := openRtnl(nsPath)
+		r, err := openRawRtnl(nsPath)
 		if err != nil {
 			return err
 		}
@@ -114,7 +114,7 @@ func BeginRouting(rs *translate.Ruleset, nsPath string) (*RoutingChange, error) 
 	if err != nil {
 		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
 	}
-	r, err := openRtnl(nsPath)
+	r, err := openRawRtnl(nsPath)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func (c *RoutingChange) Close() { c.r.close() }
 // tagged with RouteProtocol in the namespace. Nothing installed is not an
 // error; foreign objects are never touched.
 func CleanupRouting(nsPath string) error {
-	r, err := openRtnl(nsPath)
+	r, err := openRawRtnl(nsPath)
 	if err != nil {
 		return err
 	}
@@ -239,7 +239,8 @@ func localDefault(family int, table uint32) netlink.Route {
 // thread; the process never changes namespace.
 type rtnl struct {
 	where string
-	h     *netlink.Handle
+	path  string
+	h     *netlink.Handle  // see handle
 	raw   *nl.SocketHandle // requests the library cannot express (IFA_PROTO)
 	lo    int
 }
@@ -251,32 +252,108 @@ const loopbackIndex = 1
 // openRtnl connects to the namespace (nsName, used in messages, is shared
 // with apply.go). Both sockets are opened during a single visit.
 func openRtnl(nsPath string) (*rtnl, error) {
-	r := &rtnl{where: nsName(nsPath), lo: loopbackIndex}
+	return dialRtnl(nsPath, true)
+}
+
+// openRawRtnl connects with the raw socket only; the library handle is
+// opened by handle() when policy rules or routes are to be read or
+// changed. A pod in REDIRECT mode never needs it.
+func openRawRtnl(nsPath string) (*rtnl, error) {
+	return dialRtnl(nsPath, false)
+}
+
+func dialRtnl(nsPath string, withHandle bool) (*rtnl, error) {
+	r := &rtnl{where: nsName(nsPath), path: nsPath, lo: loopbackIndex}
 	err := inNetns(nsPath, func() error {
-		var err error
-		if r.h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-			return err
-		}
 		sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
 		if err != nil {
-			r.h.Close()
 			return err
 		}
 		r.raw = &nl.SocketHandle{Socket: sock}
-		return nil
+		if withHandle {
+			r.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		}
+		return err
 	})
 	if err != nil {
-		if r.raw != nil {
-			r.close()
-		}
+		r.close()
 		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
 	}
 	return r, nil
 }
 
+// handle returns the library handle, opening it on first use.
+func (r *rtnl) handle() (*netlink.Handle, error) {
+	if r.h != nil {
+		return r.h, nil
+	}
+	err := inNetns(r.path, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		r.h = h
+		return err
+	})
+	if err != nil {
+		return nil, r.errorf("rtnetlink socket: %w", err)
+	}
+	return r.h, nil
+}
+
 func (r *rtnl) close() {
-	r.h.Close()
-	r.raw.Close()
+	if r.h != nil {
+		r.h.Close()
+	}
+	if r.raw != nil {
+		r.raw.Close()
+	}
+}
+
+// probe reports whether the namespace holds policy rules or routes of ours,
+// with one raw dump each: only then are they read through the library,
+// which parses every rule and route of every table.
+func (r *rtnl) probe() (rules, routes bool, err error) {
+	for _, d := range []struct {
+		typ, resp int
+		found     *bool
+		ours      func(msg []byte) bool
+	}{
+		{unix.RTM_GETRULE, unix.RTM_NEWRULE, &rules, ruleIsOurs},
+		{unix.RTM_GETROUTE, unix.RTM_NEWROUTE, &routes, routeIsOurs},
+	} {
+		err := retryDump(func() error {
+			req := r.request(d.typ, unix.NLM_F_DUMP)
+			req.AddData(nl.NewRtMsg()) // AF_UNSPEC: every family
+			msgs, err := req.Execute(unix.NETLINK_ROUTE, uint16(d.resp))
+			*d.found = slices.ContainsFunc(msgs, d.ours)
+			return err
+		})
+		if err := skipNoFamily(err); err != nil {
+			return false, false, r.errorf("list policy rules and routes: %w", err)
+		}
+	}
+	return rules, routes, nil
+}
+
+// ruleIsOurs reads FRA_PROTOCOL after the fib_rule_hdr.
+func ruleIsOurs(msg []byte) bool {
+	const hdr = 12 // struct fib_rule_hdr
+	if len(msg) < hdr {
+		return false
+	}
+	attrs, err := nl.ParseRouteAttr(msg[hdr:])
+	if err != nil {
+		return false
+	}
+	for _, a := range attrs {
+		if a.Attr.Type == unix.FRA_PROTOCOL && len(a.Value) > 0 {
+			return a.Value[0] == RouteProtocol
+		}
+	}
+	return false
+}
+
+// routeIsOurs reads rtm_protocol from the rtmsg.
+func routeIsOurs(msg []byte) bool {
+	return len(msg) >= unix.SizeofRtMsg && msg[5] == RouteProtocol
 }
 
 func (r *rtnl) errorf(format string, args ...any) error {
@@ -336,12 +413,19 @@ type snapshot struct {
 
 func (r *rtnl) snapshot() (snapshot, error) {
 	var s snapshot
-	var err error
-	if s.rules, err = r.ourRules(); err != nil {
+	rules, routes, err := r.probe()
+	if err != nil {
 		return s, err
 	}
-	if s.routes, err = r.ourRoutes(); err != nil {
-		return s, err
+	if rules {
+		if s.rules, err = r.ourRules(); err != nil {
+			return s, err
+		}
+	}
+	if routes {
+		if s.routes, err = r.ourRoutes(); err != nil {
+			return s, err
+		}
 	}
 	s.addrs, err = r.loAddrs()
 	return s, err
@@ -478,8 +562,12 @@ func skipNoFamily(err error) error {
 // ourRules lists our policy rules of both families (one dump: AF_UNSPEC
 // covers every family the kernel has).
 func (r *rtnl) ourRules() ([]netlink.Rule, error) {
+	h, err := r.handle()
+	if err != nil {
+		return nil, err
+	}
 	var all []netlink.Rule
-	err := retryDump(func() (err error) { all, err = r.h.RuleList(unix.AF_UNSPEC); return err })
+	err = retryDump(func() (err error) { all, err = h.RuleList(unix.AF_UNSPEC); return err })
 	if err := skipNoFamily(err); err != nil {
 		return nil, r.errorf("list policy rules: %w", err)
 	}
@@ -494,10 +582,14 @@ func (r *rtnl) ourRules() ([]netlink.Rule, error) {
 
 // ourRoutes lists our routes of both families in every table.
 func (r *rtnl) ourRoutes() ([]netlink.Route, error) {
+	h, err := r.handle()
+	if err != nil {
+		return nil, err
+	}
 	var all []netlink.Route
 	// RT_FILTER_TABLE with table 0 lists every table, not only main.
-	err := retryDump(func() (err error) {
-		all, err = r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	err = retryDump(func() (err error) {
+		all, err = h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 		return err
 	})
 	if err := skipNoFamily(err); err != nil {
@@ -513,7 +605,11 @@ func (r *rtnl) ourRoutes() ([]netlink.Route, error) {
 }
 
 func (r *rtnl) addRule(ru netlink.Rule) error {
-	if err := r.h.RuleAdd(&ru); err != nil {
+	h, err := r.handle()
+	if err != nil {
+		return err
+	}
+	if err := h.RuleAdd(&ru); err != nil {
 		return r.errorf("add %q: %w", ruleText(ru), err)
 	}
 	return nil
@@ -522,7 +618,11 @@ func (r *rtnl) addRule(ru netlink.Rule) error {
 // delRule deletes one of our rules. The protocol in the request makes the
 // kernel match only ours. gone tolerates an already missing rule.
 func (r *rtnl) delRule(ru netlink.Rule, gone bool) error {
-	err := r.h.RuleDel(&ru)
+	h, err := r.handle()
+	if err != nil {
+		return err
+	}
+	err = h.RuleDel(&ru)
 	if err != nil && !(gone && errors.Is(err, unix.ENOENT)) {
 		return r.errorf("delete %q: %w", ruleText(ru), err)
 	}
@@ -533,7 +633,11 @@ func (r *rtnl) delRule(ru netlink.Rule, gone bool) error {
 // equivalent (local default dev lo, e.g. left by istio-iptables) is
 // accepted as istio-iptables does, and reported as not added.
 func (r *rtnl) addRoute(rt netlink.Route) (added bool, err error) {
-	err = r.h.RouteAdd(&rt)
+	h, err := r.handle()
+	if err != nil {
+		return false, err
+	}
+	err = h.RouteAdd(&rt)
 	if err == nil {
 		return true, nil
 	}
@@ -542,7 +646,7 @@ func (r *rtnl) addRoute(rt netlink.Route) (added bool, err error) {
 	}
 	var existing []netlink.Route
 	lerr := retryDump(func() (err error) {
-		existing, err = r.h.RouteListFiltered(rt.Family, &netlink.Route{Table: rt.Table}, netlink.RT_FILTER_TABLE)
+		existing, err = h.RouteListFiltered(rt.Family, &netlink.Route{Table: rt.Table}, netlink.RT_FILTER_TABLE)
 		return err
 	})
 	if lerr != nil {
@@ -560,7 +664,11 @@ func (r *rtnl) addRoute(rt netlink.Route) (added bool, err error) {
 // delRoute deletes one of our routes; the protocol in the request makes the
 // kernel match only ours.
 func (r *rtnl) delRoute(rt netlink.Route, gone bool) error {
-	err := r.h.RouteDel(&rt)
+	h, err := r.handle()
+	if err != nil {
+		return err
+	}
+	err = h.RouteDel(&rt)
 	if err != nil && !(gone && errors.Is(err, unix.ESRCH)) {
 		return r.errorf("delete %q: %w", routeText(rt), err)
 	}
