@@ -226,7 +226,7 @@ func BenchmarkAddrs(b *testing.B) {
 			}
 		}
 	})
-	b.Run("Plan-detect-minus-offline", func(b *testing.B) {
+	b.Run("Plan-with-detection", func(b *testing.B) {
 		detect := nfintercept.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path}
 		for b.Loop() {
 			if _, err := nfintercept.Plan(detect); err != nil {

@@ -58,11 +58,16 @@ func run(outDir string, quick bool) error {
 		CLICgo:    filepath.Join(tmp, "nfintercept-cgo"),
 		ArgsApply: filepath.Join(tmp, "nfiapply"),
 	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
 	for _, b := range []struct {
 		out, pkg string
 		cgo      bool
 	}{{tools.CLI, "./cmd/nfintercept", false}, {tools.CLICgo, "./cmd/nfintercept", true}, {tools.ArgsApply, "./bench/cmd/nfiapply", false}} {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
+		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b.cgo {
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
@@ -126,6 +131,19 @@ func run(outDir string, quick bool) error {
 	}
 	res.Env.LoadAfter = bench.LoadAvg()
 	return write(outDir, res, time.Since(started))
+}
+
+// moduleRoot is the directory of the module's go.mod.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("run from inside the nfintercept module")
+	}
+	return filepath.Dir(gomod), nil
 }
 
 // rewrite renders the outputs again from saved results.
