@@ -28,17 +28,18 @@ func changeNamespace(rs *translate.Ruleset, nsPath string, batch func(*translate
 		return err
 	}
 	defer unlock()
-	undo, err := nft.AddRouting(rs, nsPath)
+	routing, err := nft.BeginRouting(rs, nsPath)
 	if err != nil {
 		return err
 	}
+	defer routing.Close()
 	if err := batch(rs, nsPath); err != nil {
-		if uerr := undo(); uerr != nil {
+		if uerr := routing.Undo(); uerr != nil {
 			return fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
 		}
 		return err
 	}
-	if err := nft.PruneRouting(rs, nsPath); err != nil {
+	if err := routing.Prune(); err != nil {
 		return fmt.Errorf("rules applied, but removing policy routing no longer needed failed: %w", err)
 	}
 	return nil

@@ -1,12 +1,9 @@
 package nfintercept
 
 import (
-	"fmt"
 	"net/netip"
-	"sort"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"github.com/nfintercept/nfintercept/nft"
 )
 
 // detectIPv6 decides IPv6 enablement from the namespace's addresses the way
@@ -30,61 +27,21 @@ func detectIPv6(nsPath string, dualStack bool) (bool, error) {
 }
 
 // localAddrs lists the qualifying addresses of the namespace in
-// istio-iptables' enumeration order.
+// istio-iptables' enumeration order (interfaces by index, IPv4 first).
 func localAddrs(nsPath string) ([]netip.Addr, error) {
-	h, err := netlinkHandle(nsPath)
+	all, err := nft.Addrs(nsPath)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces in %s: %w", nsName(nsPath), err)
-	}
-	sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Index < links[j].Attrs().Index })
 	var out []netip.Addr
-	for _, l := range links {
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			list, err := h.AddrList(l, fam)
-			if err != nil {
-				return nil, fmt.Errorf("list addresses of %s in %s: %w", l.Attrs().Name, nsName(nsPath), err)
-			}
-			for _, a := range list {
-				ip, ok := netip.AddrFromSlice(a.IP)
-				if !ok {
-					continue
-				}
-				ip = ip.Unmap()
-				if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() {
-					continue
-				}
-				out = append(out, ip)
-			}
+	for _, a := range all {
+		ip := a.Addr.Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() {
+			continue
 		}
+		out = append(out, ip)
 	}
 	return out, nil
-}
-
-// netlinkHandle opens an rtnetlink handle in the namespace at nsPath, or in
-// the current one when nsPath is empty.
-func netlinkHandle(nsPath string) (*netlink.Handle, error) {
-	if nsPath == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, fmt.Errorf("open rtnetlink: %w", err)
-		}
-		return h, nil
-	}
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("open rtnetlink in %s: %w", nsPath, err)
-	}
-	return h, nil
 }
 
 func nsName(nsPath string) string {
