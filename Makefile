@@ -34,7 +34,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./translate/
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigText$$' -fuzztime $(FUZZTIME) ./translate/
 
-bench:
+bench: deps
 	$(GO) run ./bench/cmd/benchdriver
 
 demo: deps build
