@@ -20,9 +20,10 @@ import (
 // Apply replaces all nfintercept tables (translate.TableKinds, named
 // translate.TablePrefix+kind) in the network namespace at nsPath ("" = the
 // caller's current namespace) with rs, in ONE netlink batch: for each kind
-// AddTable+DelTable (removes any previous version, even of tables rs no
-// longer needs), then the new tables, chains, sets and rules. The kernel
-// applies a batch atomically, so a failure leaves the old state.
+// the previous version is removed (DESTROYTABLE, or AddTable+DelTable on
+// kernels before 6.3), even of tables rs no longer needs, then the new
+// tables, chains, sets and rules are added. The kernel applies a batch
+// atomically, so a failure leaves the old state.
 func Apply(rs *translate.Ruleset, nsPath string) error {
 	if err := apply(rs, nsPath); err != nil {
 		return fmt.Errorf("apply nfintercept ruleset in %s: %w", nsName(nsPath), err)
