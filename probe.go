@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"time"
 	"unsafe"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +42,7 @@ func Probe(nsPath string, proxyPort, inboundPort, probePort uint16, timeout time
 			l.Close()
 		}
 	}()
-	return inNamespace(nsPath, func() error {
+	return InNamespace(nsPath, func() error {
 		for _, port := range []uint16{proxyPort, inboundPort} {
 			l, err := net.Listen("tcp", netip.AddrPortFrom(local, port).String())
 			if err != nil {
@@ -115,34 +113,4 @@ func originalPort(c *net.TCPConn) (uint16, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint16(buf[2:4]), true
-}
-
-// inNamespace runs fn on an OS thread switched into nsPath ("" = stay).
-// Sockets created by fn belong to that namespace. If switching back fails
-// the thread stays locked, so Go retires it instead of reusing it.
-func inNamespace(nsPath string, fn func() error) error {
-	if nsPath == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", nsPath, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", nsPath, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err == nil {
-		runtime.UnlockOSThread()
-	}
-	return ferr
 }

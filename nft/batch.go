@@ -345,7 +345,7 @@ func setupNfSocket(fd, batchBytes int) error {
 // current one).
 func nsSocket(nsPath string, proto int) (int, error) {
 	fd := -1
-	err := inNetns(nsPath, func() error {
+	err := InNamespace(nsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 		return err
@@ -359,11 +359,12 @@ func nsSocket(nsPath string, proto int) (int, error) {
 	return fd, nil
 }
 
-// inNetns runs fn in the namespace at nsPath ("" = the current one), for
-// opening sockets there: they stay in that namespace for their life. The
-// namespace is entered by a goroutine of its own on a locked thread, which
-// is retired if it cannot switch back.
-func inNetns(nsPath string, fn func() error) error {
+// InNamespace runs fn in the namespace at nsPath ("" = the current one),
+// for opening sockets (or starting processes) there: they stay in that
+// namespace for their life. The namespace is entered by a goroutine of its
+// own on a locked thread, which is retired if it cannot switch back; the
+// caller's thread is never touched.
+func InNamespace(nsPath string, fn func() error) error {
 	if nsPath == "" {
 		return fn()
 	}

@@ -264,7 +264,7 @@ func openRawRtnl(nsPath string) (*rtnl, error) {
 
 func dialRtnl(nsPath string, withHandle bool) (*rtnl, error) {
 	r := &rtnl{where: nsName(nsPath), path: nsPath, lo: loopbackIndex}
-	err := inNetns(nsPath, func() error {
+	err := InNamespace(nsPath, func() error {
 		sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
@@ -287,7 +287,7 @@ func (r *rtnl) handle() (*netlink.Handle, error) {
 	if r.h != nil {
 		return r.h, nil
 	}
-	err := inNetns(r.path, func() error {
+	err := InNamespace(r.path, func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		r.h = h
 		return err

@@ -17,12 +17,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/nfintercept/nfintercept"
 	"golang.org/x/sys/unix"
 )
 
@@ -172,26 +171,10 @@ func teardown() {
 	exec.Command("ip", "netns", "del", peerNS).Run()
 }
 
-// inNS runs fn on an OS thread switched into the named namespace; sockets
-// created there stay in that namespace.
+// inNS runs fn on a thread inside the named namespace; sockets created
+// there stay in that namespace.
 func inNS(name string, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	return fn()
+	return nfintercept.InNamespace("/var/run/netns/"+name, fn)
 }
 
 // serve answers every connection with the listener's name and the

@@ -13,14 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/nfintercept/nfintercept"
 )
 
 // Prefix starts the name of every namespace the harness creates, followed by
@@ -146,38 +145,7 @@ func InNS(t testing.TB, ns string, name string, args ...string) string {
 // returned to the Go scheduler only if switching back succeeded; otherwise
 // it stays locked and dies with the goroutine.
 func Do(nsPath string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", nsPath, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", nsPath, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it exits with this goroutine.
-			errc <- fmt.Errorf("restore netns after %s: %w (fn: %v)", nsPath, err, ferr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nfintercept.InNamespace(nsPath, fn)
 }
 
 func randomSuffix() string {
