@@ -1,15 +1,12 @@
 package nfintercept
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
 )
 
 // ErrValidation is returned by Probe when no probe connection was
@@ -77,40 +74,12 @@ func acceptOriginalPorts(l net.Listener, seen chan<- uint16) {
 		if err != nil {
 			return
 		}
-		if port, ok := originalPort(c.(*net.TCPConn)); ok {
+		if dst, err := OriginalDst(c.(*net.TCPConn)); err == nil {
 			select {
-			case seen <- port:
+			case seen <- dst.Port():
 			default:
 			}
 		}
 		c.Close()
 	}
-}
-
-// originalPort reads the original destination port of a redirected
-// connection: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6, same
-// number at SOL_IPV6). Both return a sockaddr with the port in bytes 2–3.
-func originalPort(c *net.TCPConn) (uint16, bool) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	level := unix.SOL_IP
-	if a, ok := c.LocalAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
-		level = unix.SOL_IPV6
-	}
-	var buf [32]byte // fits sockaddr_in6
-	var gerr error = unix.EINVAL
-	raw.Control(func(fd uintptr) {
-		n := uint32(len(buf))
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), unix.SO_ORIGINAL_DST,
-			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
-		if e == 0 {
-			gerr = nil
-		}
-	})
-	if gerr != nil {
-		return 0, false
-	}
-	return binary.BigEndian.Uint16(buf[2:4]), true
 }

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"time"
 
 	"github.com/nfintercept/nfintercept"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -203,23 +201,10 @@ func serve(ns, addr, name string) error {
 }
 
 func originalDst(c *net.TCPConn) string {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return "?"
+	if dst, err := nfintercept.OriginalDst(c); err == nil {
+		return dst.String()
 	}
-	var res string
-	raw.Control(func(fd uintptr) {
-		// SO_ORIGINAL_DST returns a sockaddr_in; IPv6Mreq is a large enough buffer.
-		m, err := unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST)
-		if err != nil {
-			res = c.LocalAddr().String()
-			return
-		}
-		port := uint16(m.Multiaddr[2])<<8 | uint16(m.Multiaddr[3])
-		ip := netip.AddrFrom4([4]byte{m.Multiaddr[4], m.Multiaddr[5], m.Multiaddr[6], m.Multiaddr[7]})
-		res = netip.AddrPortFrom(ip, port).String()
-	})
-	return res
+	return c.LocalAddr().String() // not redirected: the destination itself
 }
 
 // connect makes a connection from the namespace as the given uid/gid by

@@ -2,9 +2,7 @@ package harness
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nfintercept/nfintercept"
 )
 
 // Reply is what a listener sends back to the client: its tag plus what it
@@ -255,60 +255,8 @@ func listenConfig(opts ListenOptions) net.ListenConfig {
 	}}
 }
 
-// ip6tSoOriginalDst is IP6T_SO_ORIGINAL_DST from linux/netfilter_ipv6/ip6_tables.h.
-const ip6tSoOriginalDst = 80
-
 // OriginalDst returns the destination a NATed (REDIRECTed) TCP connection
 // was originally sent to, as conntrack remembers it.
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	local, ok := c.LocalAddr().(*net.TCPAddr)
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("unexpected local address %v", c.LocalAddr())
-	}
-	v6 := local.IP.To4() == nil
-	var ap netip.AddrPort
-	var gerr error
-	err = rc.Control(func(fd uintptr) {
-		// Big enough for sockaddr_in6; the kernel accepts larger buffers.
-		buf := make([]byte, 32)
-		level, opt := unix.SOL_IP, unix.SO_ORIGINAL_DST
-		if v6 {
-			level, opt = unix.SOL_IPV6, ip6tSoOriginalDst
-		}
-		if gerr = getsockopt(int(fd), level, opt, buf); gerr != nil {
-			return
-		}
-		ap, gerr = parseSockaddr(buf)
-	})
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return ap, gerr
-}
-
-func getsockopt(fd, level, opt int, buf []byte) error {
-	l := uint32(len(buf))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
-		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&l)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// parseSockaddr decodes a raw sockaddr_in / sockaddr_in6 (port big-endian).
-func parseSockaddr(b []byte) (netip.AddrPort, error) {
-	family := binary.NativeEndian.Uint16(b[0:2])
-	port := binary.BigEndian.Uint16(b[2:4])
-	switch family {
-	case unix.AF_INET:
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port), nil
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port), nil
-	}
-	return netip.AddrPort{}, errors.New("unknown address family in original destination")
+	return nfintercept.OriginalDst(c)
 }
