@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"time"
-
 )
 
 // ErrValidation is returned by Probe when no probe connection was
