@@ -59,17 +59,16 @@ type Ruleset struct {
 	// Families the configuration programs (IPv6 only when enabled).
 	Families Family
 	// Routes holds the TPROXY policy routing, empty in REDIRECT mode.
-	Routes []PolicyRoute
-	// LoopbackAddrs are addresses the proxy needs on lo (::6 for IPv6
+	Routes []PolicyRoute `json:",omitzero"` // LoopbackAddrs are addresses the proxy needs on lo (::6 for IPv6
 	// inbound passthrough; 127.0.0.6 is local without assignment).
-	LoopbackAddrs []netip.Prefix
+	LoopbackAddrs []netip.Prefix `json:",omitzero"`
 }
 
 // Table is one inet table.
 type Table struct {
 	Kind   TableKind
 	Chains []*Chain // declaration order
-	Sets   []*Set   // named sets, declaration order
+	Sets   []*Set   `json:",omitzero"` // named sets, declaration order
 }
 
 // Name is the nftables table name.
@@ -124,7 +123,7 @@ type BaseChain struct {
 // iptables view upper-cases them ("PREROUTING", "ISTIO_INBOUND").
 type Chain struct {
 	Name  string
-	Base  *BaseChain // nil for regular chains
+	Base  *BaseChain `json:",omitzero"` // nil for regular chains
 	Rules []*Rule
 }
 
@@ -135,7 +134,7 @@ type Rule struct {
 	// Families whose packets the rule applies to. A single-family rule
 	// without an address match gets a "meta nfproto" guard in nftables.
 	Family  Family
-	Matches []Match
+	Matches []Match `json:",omitzero"`
 	Action  Action
 
 	// Order records where istio-iptables emits the rule (iptables view).
@@ -147,10 +146,9 @@ type Rule struct {
 // Step and a set are expanded element by element, interleaved by Sub, which
 // reproduces loops like "for each port: tcp rule, udp rule".
 type Order struct {
-	Step int
-	Sub  int
-	// Insert is 0 for an append ("-A chain"), n for "-I chain n".
-	Insert int
+	Step   int
+	Sub    int `json:",omitzero"` // Insert is 0 for an append ("-A chain"), n for "-I chain n".
+	Insert int `json:",omitzero"`
 }
 
 // MatchKind enumerates the conditions the model can express.
@@ -192,16 +190,15 @@ const (
 // Match is one condition. Which fields are meaningful depends on Kind.
 type Match struct {
 	Kind   MatchKind
-	Negate bool
-
-	Proto  Proto
-	Iface  Iface
-	Prefix Prefix
-	Set    *Set   // element list instead of a single Prefix/Port
-	Ports  []Port // one port/range; several for MatchMultiDport
-	Owner  Owner
-	State  CtState
-	Mark   Mark
+	Negate bool    `json:",omitzero"`
+	Proto  Proto   `json:",omitzero"`
+	Iface  Iface   `json:",omitzero"`
+	Prefix Prefix  `json:",omitzero"`
+	Set    *Set    `json:",omitzero"` // element list instead of a single Prefix/Port
+	Ports  []Port  `json:",omitzero"` // one port/range; several for MatchMultiDport
+	Owner  Owner   `json:",omitzero"`
+	State  CtState `json:",omitzero"`
+	Mark   Mark    `json:",omitzero"`
 }
 
 // Iface is an interface name as written. A trailing "+" (iptables
@@ -250,11 +247,11 @@ const (
 // back into one line per element; the nft layer merges them into intervals.
 // Named sets are declared in the table; anonymous ones are inlined.
 type Set struct {
-	Name      string // empty for anonymous sets
+	Name      string `json:",omitzero"` // empty for anonymous sets
 	Type      SetType
-	Prefixes  []Prefix // SetIPv4Prefixes / SetIPv6Prefixes
-	Ports     []Port   // SetPorts
-	Anonymous bool
+	Prefixes  []Prefix `json:",omitzero"` // SetIPv4Prefixes / SetIPv6Prefixes
+	Ports     []Port   `json:",omitzero"` // SetPorts
+	Anonymous bool     `json:",omitzero"`
 }
 
 // Len is the number of elements as written.
@@ -284,10 +281,10 @@ const (
 // Action is the verdict or statement of a rule.
 type Action struct {
 	Kind  ActionKind
-	Chain string // ActJump: target chain in the same table
-	Port  Port   // ActRedirect, ActTProxy
-	Mark  Mark   // ActTProxy, ActSetMark
-	Zone  uint16 // ActCtZone
+	Chain string `json:",omitzero"` // ActJump: target chain in the same table
+	Port  Port   `json:",omitzero"` // ActRedirect, ActTProxy
+	Mark  Mark   `json:",omitzero"` // ActTProxy, ActSetMark
+	Zone  uint16 `json:",omitzero"` // ActCtZone
 }
 
 // PolicyRoute is the TPROXY routing: "ip rule fwmark Mark lookup Table" and
