@@ -44,7 +44,8 @@ func localAddrs(nsPath string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-func nsName(nsPath string) string {
+// NamespaceName names the namespace at nsPath for messages.
+func NamespaceName(nsPath string) string {
 	if nsPath == "" {
 		return "the current network namespace"
 	}

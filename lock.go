@@ -26,7 +26,7 @@ func lockNamespace(nsPath string) (unlock func(), err error) {
 	}
 	f, err := os.Open(target)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", nsName(nsPath), err)
+		return nil, fmt.Errorf("lock %s: %w", NamespaceName(nsPath), err)
 	}
 	deadline := time.Now().Add(lockWait)
 	for {
@@ -36,7 +36,7 @@ func lockNamespace(nsPath string) (unlock func(), err error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: another nfintercept is changing it: %w", nsName(nsPath), err)
+			return nil, fmt.Errorf("lock %s: another nfintercept is changing it: %w", NamespaceName(nsPath), err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -13,12 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/integration/harness"
 )
 
 // NSPrefix starts every namespace the benchmarks create, followed by the
@@ -38,7 +37,7 @@ var sweepOnce sync.Once
 
 // NewNS creates a namespace with lo up. tag makes the name readable.
 func NewNS(tag string) (*NS, error) {
-	sweepOnce.Do(sweepLeftovers)
+	sweepOnce.Do(func() { harness.SweepNamespaces(NSPrefix) })
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("random suffix: %w", err)
@@ -80,27 +79,4 @@ func Run(name string, args ...string) error {
 // locked and dies with the goroutine.
 func (n *NS) Do(fn func() error) error {
 	return nfintercept.InNamespace(n.Path, fn)
-}
-
-// sweepLeftovers deletes namespaces of benchmark processes that are gone.
-func sweepLeftovers() {
-	entries, err := os.ReadDir(netnsDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), NSPrefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || err == syscall.EPERM {
-			continue // still running
-		}
-		_ = Run("ip", "netns", "del", e.Name())
-	}
 }

@@ -118,7 +118,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		if opts.SkipRuleApply {
 			log("--skip-rule-apply: options are valid, nothing installed")
 		} else {
-			log("applied %s in %s", summary(res.Ruleset), where(req.NetNSPath))
+			log("applied %s in %s", summary(res.Ruleset), nfintercept.NamespaceName(req.NetNSPath))
 		}
 		if !opts.RunValidation {
 			return nil
@@ -142,7 +142,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		if err := nfintercept.Cleanup(req.NetNSPath); err != nil {
 			return err
 		}
-		log("removed nfintercept rules from %s", where(req.NetNSPath))
+		log("removed nfintercept rules from %s", nfintercept.NamespaceName(req.NetNSPath))
 		return nil
 	}
 	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify, annotations; see --help)", cmd)}
@@ -160,13 +160,6 @@ func classify(err error) error {
 		return errUsage{err}
 	}
 	return err
-}
-
-func where(nsPath string) string {
-	if nsPath == "" {
-		return "the current network namespace"
-	}
-	return "network namespace " + nsPath
 }
 
 func summary(rs *translate.Ruleset) string {

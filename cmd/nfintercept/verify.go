@@ -22,11 +22,11 @@ func verify(req nfintercept.Request, stdout io.Writer, log func(string, ...any))
 	}
 	switch {
 	case d.InSync():
-		log("%s is in sync with the options", where(req.NetNSPath))
+		log("%s is in sync with the options", nfintercept.NamespaceName(req.NetNSPath))
 		return nil
 	case d.Reconciled:
-		log("re-applied the ruleset in %s: now in sync", where(req.NetNSPath))
+		log("re-applied the ruleset in %s: now in sync", nfintercept.NamespaceName(req.NetNSPath))
 		return nil
 	}
-	return fmt.Errorf("%s differs from the options: %d differences (--reconcile re-applies)", where(req.NetNSPath), len(d.Items))
+	return fmt.Errorf("%s differs from the options: %d differences (--reconcile re-applies)", nfintercept.NamespaceName(req.NetNSPath), len(d.Items))
 }

@@ -2,17 +2,13 @@ package equiv
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -130,9 +126,9 @@ var sweepOnce sync.Once
 func NewTwin(t testing.TB, backend Backend, topo Topology) *Twin {
 	t.Helper()
 	harness.RequireRoot(t)
-	sweepOnce.Do(sweepLeftovers)
+	sweepOnce.Do(func() { harness.SweepNamespaces(Prefix) })
 
-	base := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), randomSuffix(), backend.short())
+	base := harness.OwnedName(Prefix) + "-" + backend.short()
 	tw := &Twin{Backend: backend, Topo: topo, names: map[Origin]string{}, handles: map[Origin]netns.NsHandle{}}
 	origins := []Origin{FromPod, FromPeer}
 	if len(topo.Ifaces) > 0 {
@@ -317,38 +313,4 @@ func runTool(name, stdin string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
-}
-
-func randomSuffix() string {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// sweepLeftovers deletes namespaces of dead processes that used Prefix.
-func sweepLeftovers() {
-	entries, err := os.ReadDir(harness.NetNSDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), Prefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, ok := strings.Cut(rest, "-")
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || err == syscall.EPERM {
-			continue
-		}
-		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,5 +125,29 @@ func TestIsolated(t *testing.T) {
 	}
 	if self == host {
 		t.Fatalf("tests run in the host network namespace %s", host)
+	}
+}
+
+// TestSweepNamespaces: a namespace named after a process that is gone is
+// deleted; one named after this (live) process is kept.
+func TestSweepNamespaces(t *testing.T) {
+	RequireRoot(t)
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "nfi-sw-"
+	dead := fmt.Sprintf("%s%d-x", prefix, gone.Process.Pid)
+	live := OwnedName(prefix)
+	for _, name := range []string{dead, live} {
+		MustRun(t, "ip", "netns", "add", name)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	}
+	SweepNamespaces(prefix)
+	if _, err := os.Stat(filepath.Join(NetNSDir, dead)); !os.IsNotExist(err) {
+		t.Errorf("namespace of a dead process %s not swept (%v)", dead, err)
+	}
+	if _, err := os.Stat(filepath.Join(NetNSDir, live)); err != nil {
+		t.Errorf("namespace of this process %s swept: %v", live, err)
 	}
 }

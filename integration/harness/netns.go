@@ -73,7 +73,7 @@ func NewPair(t testing.TB, opts PairOptions) *Pair {
 	RequireRoot(t)
 	sweepOnce.Do(sweepLeftovers)
 
-	base := fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), randomSuffix())
+	base := OwnedName(Prefix)
 	p := &Pair{Pod: base + "-pod", Peer: base + "-peer"}
 	p.PodPath = filepath.Join(NetNSDir, p.Pod)
 	p.PeerPath = filepath.Join(NetNSDir, p.Peer)
@@ -174,29 +174,45 @@ func TempDir(kind string) (string, error) {
 // harness processes that no longer exist (a crashed or killed earlier run).
 // Those of live processes, including concurrent test binaries, are left alone.
 func sweepLeftovers() {
-	if entries, err := os.ReadDir(NetNSDir); err == nil {
-		for _, e := range entries {
-			if deadOwner(e.Name()) {
-				_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-	}
+	SweepNamespaces(Prefix)
 	if entries, err := os.ReadDir(os.TempDir()); err == nil {
 		for _, e := range entries {
-			if e.IsDir() && deadOwner(e.Name()) {
+			if e.IsDir() && deadOwner(Prefix, e.Name()) {
 				_ = os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
 			}
 		}
 	}
 }
 
-// deadOwner reports whether name is "<Prefix><pid>-..." for a pid that is
+// SweepNamespaces deletes the namespaces named "<prefix><pid>-..." whose
+// creating process is gone. Every suite names its namespaces that way (see
+// OwnedName), so leftovers of a killed run are removed by the next one.
+func SweepNamespaces(prefix string) {
+	entries, err := os.ReadDir(NetNSDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if deadOwner(prefix, e.Name()) {
+			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
+}
+
+// OwnedName is "<prefix><pid>-<random>": a name SweepNamespaces can tie to
+// this process.
+func OwnedName(prefix string) string {
+	return fmt.Sprintf("%s%d-%s", prefix, os.Getpid(), randomSuffix())
+}
+
+// deadOwner reports whether name is "<prefix><pid>-..." for a pid that is
 // neither this process nor alive.
-func deadOwner(name string) bool {
-	if !strings.HasPrefix(name, Prefix) {
+func deadOwner(prefix, name string) bool {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
 		return false
 	}
-	pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
+	pidStr, _, ok := strings.Cut(rest, "-")
 	if !ok {
 		return false
 	}
