@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/nfintercept
 FUZZTIME ?= 60s
 
-.PHONY: all build deps test unit equivalence fuzz bench demo lint clean
+.PHONY: all build deps tools test unit equivalence fuzz bench demo lint clean
 
 all: build
 
@@ -16,9 +16,14 @@ build:
 deps:
 	.ci/deps
 
+# Reference binaries built from the Go module proxy (pilot-agent, the CNI
+# reference plugins), outside the repo; see internal/tools.
+tools:
+	.ci/tools
+
 # The test command CI runs: lint, every package's tests (unit, conformance,
 # real-kernel integration, equivalence), then a bounded fuzz run.
-test: deps lint
+test: deps tools lint
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 
@@ -34,7 +39,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./translate/
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigText$$' -fuzztime $(FUZZTIME) ./translate/
 
-bench: deps
+bench: deps tools
 	$(GO) run ./bench/cmd/benchdriver
 
 demo: deps build
