@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -19,6 +20,10 @@ const usageHead = `nfintercept: Istio sidecar traffic interception in native nft
 
 Usage:
   nfintercept [apply] [OPTIONS]      install the rules (replaces any previous version atomically)
+  nfintercept istio-iptables [OPTIONS]
+                                     the same as apply: the word Istio's injector puts first in
+                                     istio-init's args (pilot-agent's subcommand), so the image
+                                     can be swapped keeping the args; with --dry-run it renders
   nfintercept render [OPTIONS]       print the rules without touching anything
         --format nft|iptables|json   nft -f script (default), istio-iptables' iptables-restore
                                      input, or the rule model as JSON
@@ -54,7 +59,7 @@ func main() {
 	if errors.Is(err, pflag.ErrHelp) {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "nfintercept: "+err.Error())
+	reportError(os.Stderr, err)
 	var u errUsage
 	switch {
 	case errors.As(err, &u):
@@ -65,16 +70,20 @@ func main() {
 	os.Exit(1)
 }
 
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) (string, bool)) error {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) (string, bool)) (err error) {
 	cmd := "apply"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "istio-iptables" {
+		cmd = "apply"
+	}
 	fs := pflag.NewFlagSet("nfintercept", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
+	logOpts := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHead+"\nIstio options:\n"+fs.FlagUsages())
+		fmt.Fprint(stderr, usageHead+"\nIstio options:\n"+fs.FlagUsages()+logOpts.help())
 	}
 	opts := translate.DefaultOptions()
 	opts.AddFlags(fs, getenv)
@@ -93,6 +102,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	if fs.NArg() > 0 {
 		return errUsage{fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
 	}
+	lg, err := logOpts.open(stdout, stderr)
+	if err != nil {
+		return errUsage{err}
+	}
+	defer lg.close()
+	defer func() { err = lg.markFailure(err) }()
+	logger := lg.scope(defaultScope)
+	logger.Debug("command line", "command", cmd, "args", args)
 	opts.LoadEnvOnly(getenv)
 	if opts.DryRun && cmd == "apply" {
 		cmd = "render"
@@ -101,12 +118,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		cmd = "cleanup"
 	}
 	req := nfintercept.Request{Options: opts, NetNSPath: nfintercept.NetNSPath(opts.NetworkNamespace)}
-	log := func(format string, a ...any) { fmt.Fprintf(stderr, "nfintercept: "+format+"\n", a...) }
+	netns := nfintercept.NamespaceName(req.NetNSPath)
+	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", netns) }
 
 	switch cmd {
 	case "apply":
 		var res *nfintercept.Result
-		var err error
+		start := time.Now()
 		if opts.SkipRuleApply {
 			res, err = nfintercept.Plan(req)
 		} else {
@@ -118,7 +136,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		if opts.SkipRuleApply {
 			log("--skip-rule-apply: options are valid, nothing installed")
 		} else {
-			log("applied %s in %s", summary(res.Ruleset), nfintercept.NamespaceName(req.NetNSPath))
+			logger.Info("applied the interception rules", rulesetFields(netns, res.Ruleset, time.Since(start))...)
 		}
 		if !opts.RunValidation {
 			return nil
@@ -160,25 +178,4 @@ func classify(err error) error {
 		return errUsage{err}
 	}
 	return err
-}
-
-func summary(rs *translate.Ruleset) string {
-	var tables, chains, rules, sets int
-	for _, t := range rs.Tables {
-		tables++
-		sets += len(t.Sets)
-		for _, c := range t.Chains {
-			chains++
-			rules += len(c.Rules)
-		}
-	}
-	return fmt.Sprintf("%s, %s, %s, %s (%s)", plural(rules, "rule"), plural(chains, "chain"),
-		plural(tables, "table"), plural(sets, "named set"), rs.Families)
-}
-
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }
