@@ -213,7 +213,7 @@ func TestEquivalenceClient(t *testing.T) {
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
-			_, flows, twins := equiv.Prepare(t, c, []equiv.Backend{equiv.BackendNft}, nil)
+			_, flows, twins := equiv.Prepare(t, c, []equiv.Backend{equiv.BackendNft}, equiv.RunOptions{})
 			tw := twins[0]
 			n := 0
 			for _, f := range flows {

@@ -50,6 +50,7 @@ type logFlags struct {
 	// nothing to rotate, so these are parsed and ignored.
 	rotate                                        string
 	rotateMaxAge, rotateMaxSize, rotateMaxBackups int
+	vklog                                         int // klog verbosity: nfintercept has no klog output
 
 	usage *pflag.FlagSet // for --help, which lists them in their own section
 }
@@ -75,6 +76,7 @@ func addLogFlags(fs *pflag.FlagSet) *logFlags {
 	u.IntVar(&lf.rotateMaxAge, "log_rotate_max_age", 30, "accepted for pilot-agent compatibility (days)")
 	u.IntVar(&lf.rotateMaxSize, "log_rotate_max_size", 104857600, "accepted for pilot-agent compatibility (megabytes)")
 	u.IntVar(&lf.rotateMaxBackups, "log_rotate_max_backups", 1000, "accepted for pilot-agent compatibility")
+	u.IntVar(&lf.vklog, "vklog", 0, "accepted for pilot-agent compatibility (klog verbosity)")
 	// fs gets hidden copies (sharing the values) so its own usage lists
 	// only the Istio options.
 	u.VisitAll(func(f *pflag.Flag) {

@@ -2,10 +2,14 @@ package equiv
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"sort"
 	"strings"
 
 	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/internal/tools"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -21,11 +25,22 @@ const (
 	BackendIptablesNft Backend = "iptables-nft"
 	// BackendIptablesLegacy loads it with the legacy (x_tables) tools.
 	BackendIptablesLegacy Backend = "iptables-legacy"
+	// BackendCLI runs the nfintercept binary (RunOptions.CLI) with the
+	// case's istio-init argv (Case.InitArgv) inside the pod, as the
+	// istio-init container does.
+	BackendCLI Backend = "nfintercept-cli"
+	// BackendPilotAgent is the oracle: Istio's own pilot-agent (built by
+	// `make tools`) run with the same argv inside the pod, installing
+	// Istio's rules and routes with the iptables (or nft) tools on PATH.
+	BackendPilotAgent Backend = "pilot-agent"
 )
 
-// Backends lists the three twins of every comparison; the first is the one
-// the others are compared with in reports.
+// Backends lists the three twins of a default comparison; the first is the
+// one the others are compared with in reports.
 var Backends = []Backend{BackendNft, BackendIptablesNft, BackendIptablesLegacy}
+
+// allBackends fixes the order backends are reported in.
+var allBackends = []Backend{BackendNft, BackendCLI, BackendPilotAgent, BackendIptablesNft, BackendIptablesLegacy}
 
 func (b Backend) short() string {
 	switch b {
@@ -35,6 +50,10 @@ func (b Backend) short() string {
 		return "ipn"
 	case BackendIptablesLegacy:
 		return "ipl"
+	case BackendCLI:
+		return "cli"
+	case BackendPilotAgent:
+		return "pa"
 	}
 	return "x"
 }
@@ -76,11 +95,23 @@ func NewPlan(req nfintercept.Request) (*Plan, error) {
 	}, nil
 }
 
-// Install puts the plan's rules into the twin's pod. iptables text can be
-// altered first (the sanity test drops a line to prove differences are
-// seen).
-func (tw *Twin) Install(p *Plan, mutate func(Backend, translate.Family, string) string) error {
-	if tw.Backend == BackendNft {
+// Install puts the case's rules into the twin's pod. iptables text can be
+// altered first (opts.Mutate: the sanity test drops a line to prove
+// differences are seen).
+func (tw *Twin) Install(p *Plan, c Case, opts RunOptions) error {
+	switch tw.Backend {
+	case BackendCLI:
+		if opts.CLI == "" {
+			return fmt.Errorf("the %s backend needs RunOptions.CLI", tw.Backend)
+		}
+		return tw.execInit(opts.CLI, c)
+	case BackendPilotAgent:
+		bin, err := tools.PilotAgent()
+		if err != nil {
+			return err
+		}
+		return tw.execInit(bin, c)
+	case BackendNft:
 		req := p.Request
 		req.NetNSPath = tw.Path(FromPod)
 		if _, err := nfintercept.Apply(req); err != nil {
@@ -88,6 +119,7 @@ func (tw *Twin) Install(p *Plan, mutate func(Backend, translate.Family, string) 
 		}
 		return nil
 	}
+	mutate := opts.Mutate
 	tool4, tool6 := tw.Backend.restoreTools()
 	for _, fam := range []translate.Family{translate.IPv4, translate.IPv6} {
 		text := p.Iptables[fam]
@@ -141,6 +173,41 @@ func (tw *Twin) istioRouting(cfg translate.Config) error {
 		if out, err := runTool("ip", strings.Join(b.cmds, "\n")+"\n", args...); err != nil {
 			return fmt.Errorf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+	return nil
+}
+
+// execInit runs an istio-init entrypoint (nfintercept or pilot-agent) with
+// the case's init argv the way a container runtime runs istio-init: inside
+// the pod's namespace (nsenter, no --network-namespace), with the case's
+// environment and its resolv.conf as /etc/resolv.conf (a private mount
+// namespace). PATH is kept: pilot-agent runs iptables-restore, ip6tables-
+// restore or nft from it.
+func (tw *Twin) execInit(bin string, c Case) error {
+	resolv, err := os.CreateTemp("", Prefix+"resolv-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(resolv.Name())
+	if _, err := resolv.Write(c.Resolv); err != nil {
+		resolv.Close()
+		return err
+	}
+	resolv.Close()
+	const script = `r=$0 n=$1; shift; mount --bind "$r" /etc/resolv.conf && exec nsenter --net="$n" "$@"`
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, resolv.Name(), tw.Path(FromPod), bin}, c.InitArgv()...)
+	cmd := exec.Command("unshare", args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	keys := make([]string, 0, len(c.Env))
+	for k := range c.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cmd.Env = append(cmd.Env, k+"="+c.Env[k])
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %q: %v\n%s", bin, c.InitArgv(), err, out)
 	}
 	return nil
 }

@@ -20,10 +20,15 @@ import (
 
 // Case is one configuration, spelled as istio-iptables gets it.
 type Case struct {
-	Name   string
-	Args   []string          // argv, as in the corpus' args files
-	Env    map[string]string // the whole environment (nothing is inherited)
-	Resolv []byte            // /etc/resolv.conf as the library sees it
+	Name string
+	Args []string // argv, as in the corpus' args files
+	// InitArgs, when set, is the argv of the istio-init container for the
+	// same configuration (istio-iptables first, logging flags and other
+	// words that change nothing): what the CLI and pilot-agent backends
+	// run. The plan and the flows come from Args.
+	InitArgs []string
+	Env      map[string]string // the whole environment (nothing is inherited)
+	Resolv   []byte            // /etc/resolv.conf as the library sees it
 	// Mode, when set, replaces the interception mode after parsing, so one
 	// configuration can be run in REDIRECT and in TPROXY.
 	Mode translate.Mode
@@ -38,6 +43,12 @@ func (c Case) String() string {
 	b.WriteString("args:")
 	for _, a := range c.Args {
 		b.WriteString(" " + strconv.Quote(a))
+	}
+	if c.InitArgs != nil {
+		b.WriteString("\nistio-init args:")
+		for _, a := range c.InitArgs {
+			b.WriteString(" " + strconv.Quote(a))
+		}
 	}
 	if c.Mode != "" {
 		b.WriteString("\nmode override: " + string(c.Mode))
@@ -57,6 +68,15 @@ func (c Case) String() string {
 		fmt.Fprintf(&b, "\nresolv.conf: %q", c.Resolv)
 	}
 	return b.String()
+}
+
+// InitArgv is what an istio-init entrypoint gets: InitArgs, or
+// istio-iptables followed by Args.
+func (c Case) InitArgv() []string {
+	if c.InitArgs != nil {
+		return c.InitArgs
+	}
+	return append([]string{"istio-iptables"}, c.Args...)
 }
 
 // WithMode returns the case run in mode m.

@@ -12,6 +12,12 @@
 //     the TPROXY "fwmark lookup" rule and local route), derived from the
 //     configuration with the ip tool.
 //
+// Other backends are chosen with RunOptions.Backends: nfintercept-cli runs
+// the nfintercept binary, and pilot-agent (the oracle) Istio's own
+// pilot-agent istio-iptables, both with the case's istio-init argv
+// (Case.InitArgv) inside the pod, with the case's environment and
+// resolv.conf, as the istio-init container runs.
+//
 // Every twin is three namespaces, all named Prefix+pid+...:
 //
 //	side ──sK── <extra interfaces: eth1, not-istio-nic, ...> ──┐

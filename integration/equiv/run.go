@@ -32,6 +32,11 @@ type RunOptions struct {
 	Retries int
 	// Mutate, when set, may alter the iptables text a backend restores.
 	Mutate func(Backend, translate.Family, string) string
+	// Backends are the twins Compare builds (default: Backends); the
+	// first is the reference in reports.
+	Backends []Backend
+	// CLI is the nfintercept binary BackendCLI runs.
+	CLI string
 }
 
 func (o RunOptions) withDefaults() RunOptions {
@@ -40,6 +45,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	}
 	if o.Parallel == 0 {
 		o.Parallel = 16
+	}
+	if len(o.Backends) == 0 {
+		o.Backends = Backends
 	}
 	return o
 }
@@ -53,7 +61,7 @@ type Difference struct {
 func (d Difference) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "flow: %s\n  why: %s", d.Flow, d.Flow.Name)
-	for _, be := range Backends {
+	for _, be := range present(d.Decisions) {
 		fmt.Fprintf(&b, "\n  %-16s %s", be+":", d.Decisions[be])
 	}
 	return b.String()
@@ -62,6 +70,7 @@ func (d Difference) String() string {
 // Result is the outcome of one comparison.
 type Result struct {
 	Case        Case
+	Backends    []Backend // the first is the reference
 	Plan        *Plan
 	Flows       []Flow
 	Decisions   []map[Backend]Decision // per flow
@@ -76,9 +85,9 @@ type Result struct {
 func (r *Result) Summary() string {
 	counts := map[string]int{}
 	for _, d := range r.Decisions {
-		k := d[Backends[0]].Tag
+		k := d[r.Backends[0]].Tag
 		if k == "" {
-			k = d[Backends[0]].String()
+			k = d[r.Backends[0]].String()
 		} else if strings.HasPrefix(k, "app:") {
 			k = "app"
 		}
@@ -96,14 +105,15 @@ func (r *Result) Summary() string {
 	return fmt.Sprintf("%d flows: %s", len(r.Flows), strings.Join(parts, " "))
 }
 
-// Compare installs the case in the three twins, runs every flow through
-// all of them and returns the decisions and where they differ. Problems of
-// the setup (including a backend refusing the configuration) fail the test.
+// Compare installs the case in the twins of opts.Backends (by default the
+// three of Backends), runs every flow through all of them and returns the
+// decisions and where they differ. Problems of the setup (including a
+// backend refusing the configuration) fail the test.
 func Compare(t *testing.T, c Case, opts RunOptions) *Result {
 	t.Helper()
 	opts = opts.withDefaults()
-	plan, flows, twins := Prepare(t, c, Backends, opts.Mutate)
-	res := &Result{Case: c, Plan: plan, Flows: flows}
+	plan, flows, twins := Prepare(t, c, opts.Backends, opts)
+	res := &Result{Case: c, Backends: opts.Backends, Plan: plan, Flows: flows}
 	res.Decisions = runAll(t, twins, flows, opts)
 	for i, f := range flows {
 		if agree(res.Decisions[i]) {
@@ -124,7 +134,7 @@ func Compare(t *testing.T, c Case, opts RunOptions) *Result {
 
 // Prepare plans the case, derives its flows and builds one twin per
 // backend with the rules installed and every listener running.
-func Prepare(t *testing.T, c Case, backends []Backend, mutate func(Backend, translate.Family, string) string) (*Plan, []Flow, []*Twin) {
+func Prepare(t *testing.T, c Case, backends []Backend, opts RunOptions) (*Plan, []Flow, []*Twin) {
 	t.Helper()
 	req, err := c.Request()
 	if err != nil {
@@ -140,7 +150,7 @@ func Prepare(t *testing.T, c Case, backends []Backend, mutate func(Backend, tran
 	twins := make([]*Twin, len(backends))
 	for i, b := range backends {
 		tw := NewTwin(t, b, topo)
-		if err := tw.Install(plan, mutate); err != nil {
+		if err := tw.Install(plan, c, opts); err != nil {
 			t.Fatalf("%s: installing the %s twin: %v\n%s", c.Name, b, err, c)
 		}
 		startPodListeners(t, tw, plan.Config, c.OpaqueInbound, tcpPorts, udpPorts)
@@ -248,12 +258,24 @@ func runOne(twins []*Twin, f Flow, timeout time.Duration) (map[Backend]Decision,
 }
 
 func agree(dec map[Backend]Decision) bool {
-	for _, b := range Backends[1:] {
-		if dec[b] != dec[Backends[0]] {
+	bs := present(dec)
+	for _, b := range bs[1:] {
+		if dec[b] != dec[bs[0]] {
 			return false
 		}
 	}
 	return true
+}
+
+// present lists the backends that decided, in report order.
+func present(dec map[Backend]Decision) []Backend {
+	var bs []Backend
+	for _, b := range allBackends {
+		if _, ok := dec[b]; ok {
+			bs = append(bs, b)
+		}
+	}
+	return bs
 }
 
 // reproduces re-runs a differing flow; it is a difference only if the
