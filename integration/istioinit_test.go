@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nfintercept/nfintercept/integration/equiv"
@@ -93,8 +97,14 @@ func (s initShape) plainArgv() []string {
 // setpriv.
 func inPod(t *testing.T, ns string, env, wrapper []string, args ...string) cliResult {
 	t.Helper()
+	return binInPod(t, ns, env, wrapper, cliBinary(t), args...)
+}
+
+// binInPod is inPod for another istio-init entrypoint (pilot-agent).
+func binInPod(t *testing.T, ns string, env, wrapper []string, bin string, args ...string) cliResult {
+	t.Helper()
 	argv := append([]string{"netns", "exec", ns}, wrapper...)
-	argv = append(append(argv, cliBinary(t)), args...)
+	argv = append(append(argv, bin), args...)
 	cmd := exec.Command(lookPath(t, "ip"), argv...)
 	cmd.Env = append([]string{"PATH=" + t.TempDir()}, env...)
 	var stdout, stderr bytes.Buffer
@@ -258,6 +268,11 @@ func TestIstioInitValidation(t *testing.T) {
 			if r := inPod(t, p.Pod, nil, setprivProxy(t), s.injectorArgv()...); r.code != 1 {
 				t.Errorf("apply as uid 1337 without capabilities: exit %d, want 1 (the kernel refuses)\nstderr: %s", r.code, r.stderr)
 			}
+			// Istio's own validation accepts what nfintercept installed.
+			pa := proxyReadable(t)
+			if r := binInPod(t, p.Pod, nil, setprivProxy(t), pa, validate...); r.code != 0 {
+				t.Errorf("pilot-agent's validation over nfintercept's rules: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
 			if after := podSnapshot(t, p.Pod); after != before {
 				t.Errorf("validation changed the pod:\n--- before\n%s\n--- after\n%s", before, after)
 			}
@@ -266,6 +281,9 @@ func TestIstioInitValidation(t *testing.T) {
 			r = inPod(t, bare.Pod, nil, setprivProxy(t), append(validate, "--probe-timeout", "2s")...)
 			if r.code != 126 {
 				t.Errorf("validation without rules: exit %d, want 126\nstderr: %s", r.code, r.stderr)
+			}
+			if r := binInPod(t, bare.Pod, nil, setprivProxy(t), pa, append(validate, "--probe-timeout", "2s")...); r.code != 126 {
+				t.Errorf("pilot-agent's validation without rules: exit %d, want 126 (as nfintercept)", r.code)
 			}
 			if strings.Contains(podSnapshot(t, bare.Pod), "nfintercept") {
 				t.Error("validation with --skip-rule-apply installed rules")
@@ -333,4 +351,45 @@ func withoutNftIPv6Leak(t *testing.T, diffs []equiv.Difference) []equiv.Differen
 	}
 	t.Logf("%d IPv6 flows differ as SPEC §4.5 #1 says (pilot-agent --native-nftables captures IPv6 with IPv6 off), not counted", n)
 	return kept
+}
+
+var (
+	paOnce sync.Once
+	paDir  string
+	paPath string
+	paErr  error
+)
+
+// proxyReadable is a copy of pilot-agent that uid 1337 can run (the tools
+// directory is under root's home), removed when the test binary exits.
+func proxyReadable(t *testing.T) string {
+	t.Helper()
+	paOnce.Do(func() {
+		src, err := tools.PilotAgent()
+		if err != nil {
+			paErr = err
+			return
+		}
+		dir, err := harness.TempDir("pilot-agent")
+		if err != nil {
+			paErr = err
+			return
+		}
+		dst := filepath.Join(dir, "pilot-agent")
+		if out, err := exec.Command("cp", src, dst).CombinedOutput(); err != nil {
+			paErr = fmt.Errorf("cp %s: %v: %s", src, err, out)
+			return
+		}
+		paDir, paPath = dir, dst
+	})
+	if paErr != nil {
+		t.Fatal(paErr)
+	}
+	return paPath
+}
+
+func removePilotAgentCopy() {
+	if paDir != "" {
+		_ = os.RemoveAll(paDir)
+	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-func TestMain(m *testing.M) { harness.Main(m, removeCLI) }
+func TestMain(m *testing.M) { harness.Main(m, removeCLI, removePilotAgentCopy) }
 
 // nftList runs `nft --stateless list ARGS` inside the named namespace (nft
 // is a test oracle here; the product never runs it). Stateless: counters
