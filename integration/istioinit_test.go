@@ -393,3 +393,59 @@ func removePilotAgentCopy() {
 		_ = os.RemoveAll(paDir)
 	}
 }
+
+// TestIstioInitScratchImage runs the statically linked binary the way a
+// FROM-scratch image runs it: from a root holding nothing but the binary,
+// the resolv.conf the kubelet mounts and the /proc every container gets.
+// It installs what the same argv installs from the host, DNS capture (read
+// from that resolv.conf) included.
+func TestIstioInitScratchImage(t *testing.T) {
+	harness.RequireRoot(t)
+	dir, err := harness.TempDir("scratch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	root := filepath.Join(dir, "root")
+	for _, d := range []string{"etc", "proc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(root, "nfintercept"), "github.com/nfintercept/nfintercept/cmd/nfintercept")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("static build: %v\n%s", err, out)
+	}
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil || !strings.Contains(string(resolv), "nameserver") {
+		t.Skipf("the host's /etc/resolv.conf names no nameserver (%v): nothing to compare DNS capture with", err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "resolv.conf"), resolv, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	s := initShapes[0]
+	s.env, s.envFlags = []string{"ISTIO_META_DNS_CAPTURE=true"}, []string{"--redirect-dns"}
+	image := harness.NewPair(t, harness.PairOptions{})
+	plain := harness.NewPair(t, harness.PairOptions{})
+	// Tools by absolute path: the environment has no PATH.
+	script := fmt.Sprintf(`%s -t proc proc "$0/proc" && exec %s "$0" /nfintercept "$@"`, lookPath(t, "mount"), lookPath(t, "chroot"))
+	wrapper := []string{lookPath(t, "unshare"), "-m", "--propagation", "private", lookPath(t, "sh"), "-c", script, root}
+	argv := append([]string{"netns", "exec", image.Pod}, wrapper...)
+	cmd := exec.Command(lookPath(t, "ip"), append(argv, s.injectorArgv()...)...)
+	cmd.Env = s.env // not even PATH
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("from an empty root: %v\n%s", err, out)
+	}
+	if r := inPod(t, plain.Pod, nil, nil, s.plainArgv()...); r.code != 0 {
+		t.Fatalf("plain argv: exit %d: %s", r.code, r.stderr)
+	}
+	got, want := podSnapshot(t, image.Pod), podSnapshot(t, plain.Pod)
+	if !strings.Contains(want, "table inet nfintercept-raw") {
+		t.Fatalf("no DNS capture in the reference ruleset:\n%s", want)
+	}
+	if got != want {
+		t.Errorf("from an empty root:\n%s\nfrom the host:\n%s", got, want)
+	}
+}
