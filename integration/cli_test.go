@@ -41,6 +41,13 @@ func runCLI(t *testing.T, resolv string, args ...string) cliResult {
 	}
 	cmd := exec.Command(lookPath(t, "unshare"), argv...)
 	cmd.Env = []string{"PATH=" + t.TempDir()}
+	return runResult(t, cmd)
+}
+
+// runResult runs a command and returns its output and exit status; a
+// command that cannot be started fails the test.
+func runResult(t *testing.T, cmd *exec.Cmd) cliResult {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -51,7 +58,7 @@ func runCLI(t *testing.T, resolv string, args ...string) cliResult {
 	case errors.As(err, &exit):
 		res.code = exit.ExitCode()
 	default:
-		t.Fatalf("running %s: %v", bin, err)
+		t.Fatalf("running %v: %v", cmd.Args, err)
 	}
 	return res
 }

@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,19 +105,7 @@ func binInPod(t *testing.T, ns string, env, wrapper []string, bin string, args .
 	argv = append(append(argv, bin), args...)
 	cmd := exec.Command(lookPath(t, "ip"), argv...)
 	cmd.Env = append([]string{"PATH=" + t.TempDir()}, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := cliResult{stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exit):
-		res.code = exit.ExitCode()
-	default:
-		t.Fatalf("running %v: %v", argv, err)
-	}
-	return res
+	return runResult(t, cmd)
 }
 
 // podSnapshot is the pod's ruleset and policy routing, without what
