@@ -2,16 +2,18 @@ package nfintercept
 
 import (
 	"net/netip"
-
-	"github.com/nfintercept/nfintercept/nft"
 )
+
+// passthroughV6 is the ::6/128 nfintercept adds to lo for IPv6 inbound
+// passthrough.
+var passthroughV6 = netip.MustParsePrefix("::6/128")
 
 // detectIPv6 decides IPv6 enablement from the namespace's addresses the way
 // istio-iptables does (SPEC §1.4), scanning interfaces in index order and
 // skipping loopback and link-local addresses. A namespace without any
 // qualifying address (istio-iptables gives up there) is treated as IPv4-only.
-func detectIPv6(nsPath string, dualStack bool) (bool, error) {
-	addrs, err := localAddrs(nsPath)
+func detectIPv6(k nsKernel, dualStack bool) (bool, error) {
+	addrs, err := localAddrs(k)
 	if err != nil {
 		return false, err
 	}
@@ -27,9 +29,10 @@ func detectIPv6(nsPath string, dualStack bool) (bool, error) {
 }
 
 // localAddrs lists the qualifying addresses of the namespace in
-// istio-iptables' enumeration order (interfaces by index, IPv4 first).
-func localAddrs(nsPath string) ([]netip.Addr, error) {
-	all, err := nft.Addrs(nsPath)
+// istio-iptables' enumeration order (interfaces by index, IPv4 first). The
+// addresses nfintercept added itself (::6 on lo) are not the pod's.
+func localAddrs(k nsKernel) ([]netip.Addr, error) {
+	all, err := k.Addrs()
 	if err != nil {
 		return nil, err
 	}
@@ -39,15 +42,13 @@ func localAddrs(nsPath string) ([]netip.Addr, error) {
 		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() {
 			continue
 		}
+		if a.Ours || (a.Index == loopbackIndex && netip.PrefixFrom(ip, a.Bits) == passthroughV6) {
+			continue
+		}
 		out = append(out, ip)
 	}
 	return out, nil
 }
 
-// NamespaceName names the namespace at nsPath for messages.
-func NamespaceName(nsPath string) string {
-	if nsPath == "" {
-		return "the current network namespace"
-	}
-	return "network namespace " + nsPath
-}
+// loopbackIndex is lo's interface index in every namespace.
+const loopbackIndex = 1

@@ -21,9 +21,8 @@ var ErrValidation = errors.New("validation failed: probe connection was not redi
 //
 // The family follows istio-iptables: IPv6 when the namespace's first
 // non-loopback, non-link-local address is IPv6.
-func Probe(nsPath string, proxyPort, inboundPort, probePort uint16, timeout time.Duration) error {
-	nsPath = NetNSPath(nsPath)
-	addrs, err := localAddrs(nsPath)
+func Probe(ns *Namespace, proxyPort, inboundPort, probePort uint16, timeout time.Duration) error {
+	addrs, err := localAddrs(&realKernel{ns: ns})
 	if err != nil {
 		return fmt.Errorf("validation: %w", err)
 	}
@@ -38,7 +37,7 @@ func Probe(nsPath string, proxyPort, inboundPort, probePort uint16, timeout time
 			l.Close()
 		}
 	}()
-	return InNamespace(nsPath, func() error {
+	return ns.Do(func() error {
 		for _, port := range []uint16{proxyPort, inboundPort} {
 			l, err := net.Listen("tcp", netip.AddrPortFrom(local, port).String())
 			if err != nil {
@@ -81,4 +80,17 @@ func acceptOriginalPorts(l net.Listener, seen chan<- uint16) {
 		}
 		c.Close()
 	}
+}
+
+// InNamespace runs fn on an OS thread switched into the network namespace
+// at pathOrName: sockets fn creates, and processes it starts, belong to
+// that namespace for their whole life. The caller's thread is never
+// switched (see Namespace.Do).
+func InNamespace(pathOrName string, fn func() error) error {
+	ns, err := OpenNamespace(pathOrName)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return ns.Do(fn)
 }

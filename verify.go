@@ -1,13 +1,15 @@
 package nfintercept
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/nfintercept/nfintercept/nft"
+	"github.com/nfintercept/nfintercept/translate"
 )
 
-// Drift is what Verify found in the namespace.
-type Drift struct {
+// Report is what Verify or Reconcile found in the namespace.
+type Report struct {
 	// Drift lists the differences found, before any repair.
 	*nft.Drift
 	// Reconciled is set when the differences were repaired by re-applying.
@@ -16,37 +18,81 @@ type Drift struct {
 
 // Verify reads the namespace's ruleset and policy routing over netlink and
 // compares them with what Apply would install for req: missing, extra or
-// changed tables, chains, rules, set elements, routes. Tables of others are
-// ignored. With reconcile, drift is repaired by re-applying the whole
-// ruleset atomically (also removing extra tables with our prefix), and the
-// namespace is verified again.
-func Verify(req Request, reconcile bool) (*Drift, error) {
-	res, err := Plan(req)
+// changed tables, chains, rules, set elements, routes. Tables and routing
+// of others are ignored. Nothing is changed.
+func Verify(ctx context.Context, ns *Namespace, req Request) (*Report, error) {
+	if err := req.Config.CheckResolved(); err != nil {
+		return nil, &InputError{Err: err}
+	}
+	k := &realKernel{ns: ns}
+	defer k.Close()
+	res, err := plan(k, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := res.Config.CheckResolved(); err != nil {
-		return nil, err
-	}
-	d, err := nft.Verify(res.Ruleset, req.NetNSPath)
+	d, err := drift(k, res.Ruleset)
 	if err != nil {
 		return nil, err
 	}
-	out := &Drift{Drift: d}
-	if d.InSync() || !reconcile {
-		return out, nil
+	return &Report{Drift: d}, nil
+}
+
+// Reconcile is Verify, then, if anything differs, a re-apply of the whole
+// ruleset under the lock (also deleting extra tables with our prefix) and
+// a second look, which must find the namespace in sync.
+func Reconcile(ctx context.Context, ns *Namespace, req Request) (*Report, error) {
+	if err := req.Config.CheckResolved(); err != nil {
+		return nil, &InputError{Err: err}
 	}
-	if err := changeNamespace(res.Ruleset, req.NetNSPath, nft.Reconcile); err != nil {
-		return out, fmt.Errorf("reconcile: %w", err)
-	}
-	after, err := nft.Verify(res.Ruleset, req.NetNSPath)
+	k := &realKernel{ns: ns}
+	var rep *Report
+	err := locked(ctx, k, func() error {
+		res, err := plan(k, req)
+		if err != nil {
+			return err
+		}
+		d, err := drift(k, res.Ruleset)
+		if err != nil {
+			return err
+		}
+		rep = &Report{Drift: d}
+		if d.InSync() {
+			return nil
+		}
+		extra, err := k.OurTables()
+		if err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		if err := change(ctx, k, res.Ruleset, extra); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		after, err := drift(k, res.Ruleset)
+		if err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		if !after.InSync() {
+			// Someone changed the namespace again right after the re-apply.
+			return fmt.Errorf("reconcile: still differs after re-applying:\n%s", after)
+		}
+		rep.Reconciled = true
+		return nil
+	})
+	return rep, err
+}
+
+// drift compares one snapshot of the tables and the routing with rs.
+func drift(k nsKernel, rs *translate.Ruleset) (*nft.Drift, error) {
+	d, err := k.TablesDrift(rs)
 	if err != nil {
-		return out, fmt.Errorf("reconcile: %w", err)
+		return nil, fmt.Errorf("verify %s: %w", k, err)
 	}
-	if !after.InSync() {
-		// Someone changed the namespace again right after the re-apply.
-		return out, fmt.Errorf("reconcile: still differs after re-applying:\n%s", after)
+	rd, err := k.RoutingDiff(rs)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", k, err)
 	}
-	out.Reconciled = true
-	return out, nil
+	for _, r := range rd {
+		d.AddRouting(r.Missing, r.Object, r.Where, r.Text)
+	}
+	d.Where = k.String()
+	return d, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -73,7 +74,7 @@ func NewWorkload(label string, args []string, dir string) (*Workload, error) {
 	}
 	// As `nfintercept render` without --network-namespace: IPv6 from
 	// --dual-stack.
-	res, err := nfintercept.Plan(nfintercept.Request{Options: opts, IPv6: nfintercept.IPv6FromOptions})
+	res, err := libtest.Plan(libtest.Request{Options: opts, IPv6: nfintercept.IPv6FromConfig})
 	if err != nil {
 		return nil, fmt.Errorf("plan %s: %w", label, err)
 	}
@@ -136,7 +137,7 @@ func Methods(w *Workload, tools Tools) []Method {
 			tooLong = fmt.Sprintf("an argument of %d bytes exceeds the kernel's %d-byte argv limit", len(a), maxArg)
 		}
 	}
-	nfReset := func(ns *NS) error { return settle(nfintercept.Cleanup(ns.Path)) }
+	nfReset := func(ns *NS) error { return settle(libtest.Cleanup(ns.Path)) }
 	cli := func(bin string) func(ns *NS) (Sample, error) {
 		return func(ns *NS) (Sample, error) { return runIn(ns, nil, bin, append(cliArgs, ns.Path)...) }
 	}
@@ -145,9 +146,9 @@ func Methods(w *Workload, tools Tools) []Method {
 			Name:  MLibrary,
 			Reset: nfReset,
 			Apply: func(ns *NS) (Sample, error) {
-				req := nfintercept.Request{Options: w.Opts, NetNSPath: ns.Path}
+				req := libtest.Request{Options: w.Opts, NetNSPath: ns.Path}
 				start := time.Now()
-				_, err := nfintercept.Apply(req)
+				_, err := libtest.Apply(req)
 				return Sample{Wall: time.Since(start)}, err
 			},
 		},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -58,10 +59,10 @@ var cidrCounts = []int{1, 100, 1_000, 10_000, 100_000}
 func BenchmarkApply(b *testing.B) {
 	ns := podNS(b)
 	run := func(b *testing.B, args []string) {
-		req := nfintercept.Request{Options: mustOptions(b, args), NetNSPath: ns.Path}
+		req := libtest.Request{Options: mustOptions(b, args), NetNSPath: ns.Path}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := nfintercept.Apply(req); err != nil {
+			if _, err := libtest.Apply(req); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -79,12 +80,12 @@ func BenchmarkPlan(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		m    nfintercept.IPv6Mode
-	}{{"detect", nfintercept.IPv6Detect}, {"offline", nfintercept.IPv6FromOptions}} {
+	}{{"detect", nfintercept.IPv6Detect}, {"offline", nfintercept.IPv6FromConfig}} {
 		b.Run(mode.name, func(b *testing.B) {
-			req := nfintercept.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path, IPv6: mode.m}
+			req := libtest.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path, IPv6: mode.m}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := nfintercept.Plan(req); err != nil {
+				if _, err := libtest.Plan(req); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -151,7 +152,7 @@ func BenchmarkNftApply(b *testing.B) {
 			rs := translate.Build(config(b, args))
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := nft.Apply(rs, ns.Path); err != nil {
+				if err := libtest.ReplaceTables(ns.Path, rs); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -166,7 +167,7 @@ func BenchmarkApplyRouting(b *testing.B) {
 	rs := translate.Build(config(b, DefaultArgs))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := nft.ApplyRouting(rs, ns.Path); err != nil {
+		if err := libtest.ApplyRouting(ns.Path, rs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -202,11 +203,11 @@ func BenchmarkNftApplyFresh(b *testing.B) {
 			rs := translate.Build(config(b, args))
 			for b.Loop() {
 				b.StopTimer()
-				if _, err := nft.Cleanup(ns.Path); err != nil {
+				if err := libtest.Cleanup(ns.Path); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				if err := nft.Apply(rs, ns.Path); err != nil {
+				if err := libtest.ReplaceTables(ns.Path, rs); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -215,21 +216,21 @@ func BenchmarkNftApplyFresh(b *testing.B) {
 }
 
 // BenchmarkAddrs is the address scan IPv6 detection needs: one dump
-// (nft.Addrs) against the link list plus per-link, per-family address
+// (kernel.Addrs) against the link list plus per-link, per-family address
 // lists of the vishvananda handle.
 func BenchmarkAddrs(b *testing.B) {
 	ns := podNS(b)
-	b.Run("nft.Addrs", func(b *testing.B) {
+	b.Run("kernel.Addrs", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := nft.Addrs(ns.Path); err != nil {
+			if _, err := libtest.Addrs(ns.Path); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("Plan-with-detection", func(b *testing.B) {
-		detect := nfintercept.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path}
+		detect := libtest.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path}
 		for b.Loop() {
-			if _, err := nfintercept.Plan(detect); err != nil {
+			if _, err := libtest.Plan(detect); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -240,65 +241,16 @@ func BenchmarkAddrs(b *testing.B) {
 // into a namespace without rules, as for a new pod (reset not timed).
 func BenchmarkApplyFresh(b *testing.B) {
 	ns := podNS(b)
-	req := nfintercept.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path}
+	req := libtest.Request{Options: mustOptions(b, DefaultArgs), NetNSPath: ns.Path}
 	for b.Loop() {
 		b.StopTimer()
-		if err := nfintercept.Cleanup(ns.Path); err != nil {
+		if err := libtest.Cleanup(ns.Path); err != nil {
 			b.Fatal(err)
 		}
 		settle(nil)
 		b.StartTimer()
-		if _, err := nfintercept.Apply(req); err != nil {
+		if _, err := libtest.Apply(req); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// BenchmarkApplyFreshProposed is BenchmarkApplyFresh with the two changes
-// proposed for the root package (bench/results/NOTES.md): IPv6 detection
-// from nft.Addrs (one dump) and the routing added and pruned through one
-// nft.RoutingChange. It mirrors nfintercept.Apply otherwise (minus the
-// namespace lock file).
-func BenchmarkApplyFreshProposed(b *testing.B) {
-	ns := podNS(b)
-	opts := mustOptions(b, DefaultArgs)
-	for b.Loop() {
-		b.StopTimer()
-		if err := nfintercept.Cleanup(ns.Path); err != nil {
-			b.Fatal(err)
-		}
-		settle(nil)
-		b.StartTimer()
-		res, err := nfintercept.Plan(nfintercept.Request{Options: opts, NetNSPath: ns.Path, IPv6: nfintercept.IPv6FromOptions})
-		if err != nil {
-			b.Fatal(err)
-		}
-		addrs, err := nft.Addrs(ns.Path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		v6 := false
-		for _, a := range addrs {
-			ip := a.Addr.Unmap()
-			if ip.Is6() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() {
-				v6 = true
-			}
-		}
-		res.Config.EnableIPv6 = v6
-		rs := translate.Build(res.Config)
-		if err := res.Config.CheckResolved(); err != nil {
-			b.Fatal(err)
-		}
-		rc, err := nft.BeginRouting(rs, ns.Path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := nft.Apply(rs, ns.Path); err != nil {
-			b.Fatal(err)
-		}
-		if err := rc.Prune(); err != nil {
-			b.Fatal(err)
-		}
-		rc.Close()
 	}
 }

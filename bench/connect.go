@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 )
 
 // The connection benchmark: how many new connections per second a pod
@@ -54,7 +54,7 @@ func Engines() []Engine {
 	}
 	return []Engine{
 		{EngineNft, func(pod *NS, w *Workload) error {
-			_, err := nfintercept.Apply(nfintercept.Request{Options: w.Opts, NetNSPath: pod.Path})
+			_, err := libtest.Apply(libtest.Request{Options: w.Opts, NetNSPath: pod.Path})
 			return err
 		}},
 		{EngineLegacy, restore("iptables-legacy-restore", "ip6tables-legacy-restore")},

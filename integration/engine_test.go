@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/integration/harness"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -54,7 +54,7 @@ func TestEngineFlows(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := harness.NewPair(t, harness.PairOptions{})
 			startListeners(t, p)
-			res, err := nfintercept.Apply(nfintercept.Request{
+			res, err := libtest.Apply(libtest.Request{
 				Options:   baseOptions(dual),
 				NetNSPath: p.PodPath,
 				System:    fakeSystem{resolvConf},
@@ -79,7 +79,7 @@ func TestEngineFlows(t *testing.T) {
 // kernel is touched, with an error naming the option.
 func TestEngineRejects(t *testing.T) {
 	p := harness.NewPair(t, harness.PairOptions{})
-	if _, err := nfintercept.Apply(nfintercept.Request{
+	if _, err := libtest.Apply(libtest.Request{
 		Options: baseOptions(false), NetNSPath: p.PodPath, System: fakeSystem{resolvConf},
 	}); err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -97,7 +97,7 @@ func TestEngineRejects(t *testing.T) {
 	} {
 		o := baseOptions(false)
 		c.set(&o)
-		_, err := nfintercept.Apply(nfintercept.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}})
+		_, err := libtest.Apply(libtest.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}})
 		if err == nil {
 			t.Errorf("%s: Apply accepted an invalid value", c.long)
 			continue
@@ -120,7 +120,7 @@ func TestEngineCleanup(t *testing.T) {
 	startListeners(t, p)
 	harness.InNS(t, p.Pod, "nft", "add table inet keepme")
 	keep := nftList(t, p.Pod, "table", "inet", "keepme")
-	if _, err := nfintercept.Apply(nfintercept.Request{
+	if _, err := libtest.Apply(libtest.Request{
 		Options: baseOptions(true), NetNSPath: p.PodPath, System: fakeSystem{resolvConf},
 	}); err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -129,7 +129,7 @@ func TestEngineCleanup(t *testing.T) {
 		t.Fatalf("no nfintercept table after Apply")
 	}
 	for i := 0; i < 2; i++ {
-		if err := nfintercept.Cleanup(p.PodPath); err != nil {
+		if err := libtest.Cleanup(p.PodPath); err != nil {
 			t.Fatalf("Cleanup #%d: %v", i+1, err)
 		}
 	}

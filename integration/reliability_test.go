@@ -20,6 +20,7 @@ import (
 
 	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/integration/harness"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -84,13 +85,13 @@ func optionArgs(o translate.Options) []string {
 
 // rlReq uses this host's users and resolv.conf, as the CLI does, so
 // library and CLI applies of the same options install the same ruleset.
-func rlReq(o translate.Options, path string) nfintercept.Request {
-	return nfintercept.Request{Options: o, NetNSPath: path}
+func rlReq(o translate.Options, path string) libtest.Request {
+	return libtest.Request{Options: o, NetNSPath: path}
 }
 
 func rlApply(t testing.TB, o translate.Options, path string) *nfintercept.Result {
 	t.Helper()
-	res, err := nfintercept.Apply(rlReq(o, path))
+	res, err := libtest.Apply(rlReq(o, path))
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -100,7 +101,7 @@ func rlApply(t testing.TB, o translate.Options, path string) *nfintercept.Result
 // rlPlan builds the ruleset the options describe for the namespace.
 func rlPlan(t testing.TB, o translate.Options, path string) *translate.Ruleset {
 	t.Helper()
-	res, err := nfintercept.Plan(rlReq(o, path))
+	res, err := libtest.Plan(rlReq(o, path))
 	if err != nil {
 		t.Fatalf("Plan: %v", err)
 	}
@@ -109,11 +110,11 @@ func rlPlan(t testing.TB, o translate.Options, path string) *translate.Ruleset {
 
 func verifyRS(t testing.TB, rs *translate.Ruleset, path string) *nft.Drift {
 	t.Helper()
-	d, err := nft.Verify(rs, path)
+	ds, err := libtest.VerifyRulesets(path, rs)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	return d
+	return ds[0]
 }
 
 // whichOf says which of the rulesets one snapshot of the namespace holds
@@ -129,7 +130,7 @@ func whichOf(t testing.TB, path string, rss ...*translate.Ruleset) (int, string)
 
 // rlWhich is whichOf for goroutines other than the test's.
 func rlWhich(path string, rss ...*translate.Ruleset) (int, string, error) {
-	ds, err := nft.VerifyEach(path, rss...)
+	ds, err := libtest.VerifyRulesets(path, rss...)
 	if err != nil {
 		return -1, "", err
 	}
@@ -179,7 +180,7 @@ func TestBatchFailsMidway(t *testing.T) {
 	c.Rules = append(c.Rules, &translate.Rule{Family: translate.IPv4,
 		Matches: []translate.Match{{Kind: translate.MatchProto, Proto: translate.TCP}},
 		Action:  translate.Action{Kind: translate.ActRedirect, Port: translate.Port{Raw: "1", From: 1, To: 1}}})
-	err := nft.Apply(bad, path)
+	err := libtest.ApplyRuleset(path, bad)
 	if err == nil {
 		t.Fatal("Apply of a batch with a redirect in a filter chain succeeded")
 	}
@@ -352,7 +353,7 @@ func TestNamespaceGone(t *testing.T) {
 				_ = cmd.Process.Kill()
 			}()
 			for i := 0; i < 20; i++ {
-				if _, err := nfintercept.Apply(rlReq(rlOptions(10, 100, "15001"), path)); err != nil && !strings.Contains(err.Error(), path) {
+				if _, err := libtest.Apply(rlReq(rlOptions(10, 100, "15001"), path)); err != nil && !strings.Contains(err.Error(), path) {
 					t.Errorf("error does not name the namespace: %v", err)
 				}
 			}
@@ -393,11 +394,11 @@ func netnsProcess(t *testing.T) (*exec.Cmd, string) {
 func checkGone(t *testing.T, path string) {
 	t.Helper()
 	req := rlReq(rlOptions(10, 10, "15001"), path)
-	_, err := nfintercept.Apply(req)
+	_, err := libtest.Apply(req)
 	wantGone(t, "Apply", err, path)
-	_, err = nfintercept.Verify(req, false)
+	_, err = libtest.Verify(req, false)
 	wantGone(t, "Verify", err, path)
-	wantGone(t, "Cleanup", nfintercept.Cleanup(path), path)
+	wantGone(t, "Cleanup", libtest.Cleanup(path), path)
 	for _, cmd := range []string{"apply", "verify", "cleanup"} {
 		r := runCLI(t, "", cmd, "-p", "15001", "--network-namespace", path)
 		if r.code == 0 || !strings.Contains(r.stderr, path) || !strings.Contains(r.stderr, "no such file") {
@@ -438,7 +439,7 @@ func TestRacingAppliers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				if _, err := nfintercept.Apply(rlReq(opts[i], path)); err != nil {
+				if _, err := libtest.Apply(rlReq(opts[i], path)); err != nil {
 					errs <- err
 					return
 				}
@@ -522,7 +523,7 @@ func TestRacingModes(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 5 {
-					if _, err := nfintercept.Apply(rlReq(opts[i], path)); err != nil {
+					if _, err := libtest.Apply(rlReq(opts[i], path)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -560,7 +561,7 @@ func TestKillDuringModeSwitch(t *testing.T) {
 		time.Sleep(time.Duration(r.Int63n(int64(40 * time.Millisecond))))
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		ds, err := nft.VerifyEach(path, ra, rb)
+		ds, err := libtest.VerifyRulesets(path, ra, rb)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -599,7 +600,7 @@ func TestReapplyUnderTraffic(t *testing.T) {
 	applied := make(chan error, 1)
 	go func() {
 		for i := 0; i < applies; i++ {
-			if _, err := nfintercept.Apply(rlReq(opts[i%2], p.PodPath)); err != nil {
+			if _, err := libtest.Apply(rlReq(opts[i%2], p.PodPath)); err != nil {
 				applied <- fmt.Errorf("apply %d: %w", i, err)
 				return
 			}
@@ -753,10 +754,10 @@ func TestHostileCLI(t *testing.T) {
 		{"/proc/self/ns/uts", "not a network namespace"},
 	} {
 		req := rlReq(rlOptions(10, 1, "15001"), c.path)
-		_, perr := nfintercept.Plan(req)
-		_, aerr := nfintercept.Apply(req)
-		_, verr := nfintercept.Verify(req, true)
-		cerr := nfintercept.Cleanup(c.path)
+		_, perr := libtest.Plan(req)
+		_, aerr := libtest.Apply(req)
+		_, verr := libtest.Verify(req, true)
+		cerr := libtest.Cleanup(c.path)
 		for what, err := range map[string]error{"Plan": perr, "Apply": aerr, "Verify": verr, "Cleanup": cerr} {
 			if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("%s(%s): %v, want an error naming it and saying %q", what, c.path, err, c.want)

@@ -21,8 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/integration/harness"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -40,15 +40,15 @@ func TestTProxyFlows(t *testing.T) {
 			startListeners(t, p)
 			o := baseOptions(dual)
 			o.InboundInterceptionMode = "TPROXY"
-			req := nfintercept.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}
-			if _, err := nfintercept.Apply(req); err != nil {
+			req := libtest.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}
+			if _, err := libtest.Apply(req); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
 			// Unlike istio-iptables (EEXIST on its ip rule), re-applying
 			// succeeds and changes nothing.
 			first := nftList(t, p.Pod, "ruleset")
 			rules := harness.InNS(t, p.Pod, "ip", "rule", "show")
-			if _, err := nfintercept.Apply(req); err != nil {
+			if _, err := libtest.Apply(req); err != nil {
 				t.Fatalf("second Apply: %v", err)
 			}
 			if again := nftList(t, p.Pod, "ruleset"); again != first {
@@ -62,7 +62,7 @@ func TestTProxyFlows(t *testing.T) {
 			checkPassthroughV6(t, p, dual)
 			checkFlows(t, p, dual, true)
 
-			if err := nfintercept.Cleanup(p.PodPath); err != nil {
+			if err := libtest.Cleanup(p.PodPath); err != nil {
 				t.Fatalf("Cleanup: %v", err)
 			}
 			checkPolicyRouting(t, p, "-4", false)
@@ -78,11 +78,11 @@ func TestModeSwitch(t *testing.T) {
 	startListeners(t, p)
 	o := baseOptions(true)
 	o.InboundInterceptionMode = "TPROXY"
-	if _, err := nfintercept.Apply(nfintercept.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}); err != nil {
+	if _, err := libtest.Apply(libtest.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}); err != nil {
 		t.Fatalf("Apply TPROXY: %v", err)
 	}
 	checkPolicyRouting(t, p, "-6", true)
-	if _, err := nfintercept.Apply(nfintercept.Request{Options: baseOptions(true), NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}); err != nil {
+	if _, err := libtest.Apply(libtest.Request{Options: baseOptions(true), NetNSPath: p.PodPath, System: fakeSystem{resolvConf}}); err != nil {
 		t.Fatalf("Apply REDIRECT: %v", err)
 	}
 	checkPolicyRouting(t, p, "-4", false)
@@ -172,7 +172,7 @@ func tpOptions(mode string) translate.Options {
 
 func tpApply(t *testing.T, p *harness.Pair, o translate.Options) {
 	t.Helper()
-	if _, err := nfintercept.Apply(nfintercept.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{}}); err != nil {
+	if _, err := libtest.Apply(libtest.Request{Options: o, NetNSPath: p.PodPath, System: fakeSystem{}}); err != nil {
 		t.Fatalf("Apply %s: %v", o.InboundInterceptionMode, err)
 	}
 }
@@ -350,7 +350,7 @@ func TestTProxyTransparentPath(t *testing.T) {
 		t.Errorf("stand-in proxy after re-apply: %v", err)
 	}
 
-	if err := nfintercept.Cleanup(p.PodPath); err != nil {
+	if err := libtest.Cleanup(p.PodPath); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
 	checkNothingOfOurs(t, p)
@@ -383,7 +383,7 @@ func TestRedirectPassthroughSource(t *testing.T) {
 			}
 		})
 	}
-	if err := nfintercept.Cleanup(p.PodPath); err != nil {
+	if err := libtest.Cleanup(p.PodPath); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
 	checkNothingOfOurs(t, p)
@@ -496,7 +496,7 @@ func TestTProxyEstablishedAcrossReapply(t *testing.T) {
 	t.Cleanup(func() { conns["ipv4 new"].Close() })
 	exchange("new connection")
 
-	if err := nfintercept.Cleanup(p.PodPath); err != nil {
+	if err := libtest.Cleanup(p.PodPath); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
 	checkNothingOfOurs(t, p)

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfintercept/nfintercept/kernel"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -128,9 +129,9 @@ func TestSetElemMsgsMatchLibrary(t *testing.T) {
 }
 
 // msgTypes lists the nf_tables message types of a transaction.
-func msgTypes(tx *txn) []uint16 {
+func msgTypes(msgs []netlink.Message) []uint16 {
 	var out []uint16
-	for _, m := range tx.msgs {
+	for _, m := range msgs {
 		out = append(out, uint16(m.Header.Type)&^nftSubsys)
 	}
 	return out
@@ -182,66 +183,6 @@ func TestReplaceTxnDeletesNothingNew(t *testing.T) {
 	}
 }
 
-// TestMarshalFlags: rules are not echoed and only the last message asks
-// for an ACK.
-func TestMarshalFlags(t *testing.T) {
-	tables, err := lowerRuleset(fullRuleset())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx, err := replaceTxn(tables, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := syscallParse(tx.marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != len(tx.msgs)+2 {
-		t.Fatalf("%d messages marshalled, want %d", len(msgs), len(tx.msgs)+2)
-	}
-	if msgs[0].typ != unix.NFNL_MSG_BATCH_BEGIN || msgs[len(msgs)-1].typ != unix.NFNL_MSG_BATCH_END {
-		t.Errorf("batch not framed by begin/end: %#x … %#x", msgs[0].typ, msgs[len(msgs)-1].typ)
-	}
-	for i, m := range msgs[1 : len(msgs)-1] {
-		if m.flags&unix.NLM_F_ECHO != 0 {
-			t.Errorf("message %d asks for an echo", i)
-		}
-		if ack := m.flags&unix.NLM_F_ACK != 0; ack != (i == len(tx.msgs)-1) {
-			t.Errorf("message %d of %d: ack %v", i, len(tx.msgs), ack)
-		}
-		if m.seq != uint32(i+1) {
-			t.Errorf("message %d has sequence %d", i, m.seq)
-		}
-	}
-}
-
-type parsedMsg struct {
-	typ, flags uint16
-	seq        uint32
-}
-
-func syscallParse(b []byte) ([]parsedMsg, error) {
-	var out []parsedMsg
-	for len(b) >= unix.NLMSG_HDRLEN {
-		var m netlink.Message
-		l := int(nativeUint32(b))
-		if l < unix.NLMSG_HDRLEN || l > len(b) {
-			return nil, fmt.Errorf("bad message length %d", l)
-		}
-		if err := m.UnmarshalBinary(b[:l]); err != nil {
-			return nil, err
-		}
-		out = append(out, parsedMsg{uint16(m.Header.Type), uint16(m.Header.Flags), m.Header.Sequence})
-		b = b[align4(l):]
-	}
-	return out, nil
-}
-
-func nativeUint32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-}
-
 // TestFallbackReplaceMatchesDestroy: both ways of replacing the tables
 // leave the same ruleset, in a fresh namespace and over a previous one.
 func TestFallbackReplaceMatchesDestroy(t *testing.T) {
@@ -260,7 +201,7 @@ func TestFallbackReplaceMatchesDestroy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := tx.commit(c.path); err != nil {
+			if err := commitMsgs(c.path, tx); err != nil {
 				t.Fatalf("%s (destroy %v): %v", name, c.destroy, err)
 			}
 		}
@@ -295,8 +236,8 @@ func TestRefusalNamesMessage(t *testing.T) {
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
-	var r *refusedError
-	if !errors.As(err, &r) || r.errno != unix.EOPNOTSUPP {
+	var r *kernel.RefusedError
+	if !errors.As(err, &r) || r.Errno != unix.EOPNOTSUPP {
 		t.Errorf("error %v does not carry EOPNOTSUPP", err)
 	}
 }
@@ -306,10 +247,10 @@ func TestDestroyUnsupported(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{&refusedError{what: "destroy table nfintercept-nat", errno: unix.EINVAL}, true},
-		{fmt.Errorf("wrapped: %w", &refusedError{what: "destroy table x", errno: unix.EOPNOTSUPP}), true},
-		{&refusedError{what: "destroy table x", errno: unix.EPERM}, false},
-		{&refusedError{what: "add rule 1 of chain c in table t", errno: unix.EINVAL}, false},
+		{&kernel.RefusedError{Type: nftSubsys | msgDestroyTable, Errno: unix.EINVAL}, true},
+		{fmt.Errorf("wrapped: %w", &kernel.RefusedError{Type: nftSubsys | msgDestroyTable, Errno: unix.EOPNOTSUPP}), true},
+		{&kernel.RefusedError{Type: nftSubsys | msgDestroyTable, Errno: unix.EPERM}, false},
+		{&kernel.RefusedError{Type: nftSubsys | unix.NFT_MSG_NEWRULE, Errno: unix.EINVAL}, false},
 		{fmt.Errorf("other"), false},
 	} {
 		if got := destroyUnsupported(c.err); got != c.want {

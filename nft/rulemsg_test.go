@@ -34,18 +34,18 @@ func TestRuleMsgMatchesLibrary(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if len(direct.msgs) != len(lib.msgs) {
-			t.Fatalf("%s: %d messages, library %d", name, len(direct.msgs), len(lib.msgs))
+		if len(direct) != len(lib) {
+			t.Fatalf("%s: %d messages, library %d", name, len(direct), len(lib))
 		}
 		rules := 0
-		for i := range direct.msgs {
-			d, l := direct.msgs[i], lib.msgs[i]
+		for i := range direct {
+			d, l := direct[i], lib[i]
 			if uint16(d.Header.Type)&^nftSubsys == unix.NFT_MSG_NEWRULE {
 				rules++
 			}
 			flags := ^(netlink.Echo | netlink.Acknowledge) // cleared when sent
 			if d.Header.Type != l.Header.Type || d.Header.Flags&flags != l.Header.Flags&flags || !bytes.Equal(d.Data, l.Data) {
-				t.Fatalf("%s: message %d (%s) differs from the library's", name, i, describe(direct.msgs, i))
+				t.Fatalf("%s: message %d (%s) differs from the library's", name, i, describe(direct, i))
 			}
 		}
 		if rules == 0 {

@@ -7,49 +7,46 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// Verify compares what the namespace holds with what Apply and ApplyRouting
-// would install for rs: our tables (translate.TablePrefix) with their flags,
-// chains, named sets and elements, every rule expression by expression, and
-// the TPROXY policy routing and loopback addresses tagged as ours. Foreign
-// tables and routing are ignored. The kernel state is read as one
-// consistent snapshot (the ruleset generation is checked around the read).
-func Verify(rs *translate.Ruleset, nsPath string) (*Drift, error) {
-	ds, err := VerifyEach(nsPath, rs)
-	if err != nil {
-		return nil, err
-	}
-	return ds[0], nil
+// Dumper runs nf_tables dumps (kernel.NFTablesConn does, in one
+// namespace).
+type Dumper interface {
+	Dump(msgType uint16, attrs ...netlink.Attribute) ([]netlink.Message, error)
+	Generation() (uint32, error)
 }
 
-// VerifyEach compares one snapshot of the namespace with each ruleset, to
-// tell which of several configurations it holds.
-func VerifyEach(nsPath string, rss ...*translate.Ruleset) ([]*Drift, error) {
-	wants := make([][]desiredTable, len(rss))
-	for i, rs := range rss {
-		w, err := desiredState(rs)
-		if err != nil {
-			return nil, fmt.Errorf("verify: %w", err)
-		}
-		wants[i] = w
+// Snapshot is our tables (translate.TablePrefix) as the kernel held them at
+// one ruleset generation.
+type Snapshot struct {
+	Generation uint32
+	state      *kernelState
+}
+
+// Tables names the tables of ours the snapshot holds.
+func (s *Snapshot) Tables() []string {
+	var names []string
+	for _, t := range s.state.tables {
+		names = append(names, t.name)
 	}
-	have, err := readKernelState(nsPath)
+	return names
+}
+
+// Compare lists how the snapshot differs from what Replace installs for
+// rs: our tables with their flags, chains, named sets and elements, every
+// rule expression by expression. Foreign tables are ignored; routing is
+// compared by the caller (Drift.AddRouting).
+func Compare(rs *translate.Ruleset, s *Snapshot) (*Drift, error) {
+	want, err := desiredState(rs)
 	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", nsName(nsPath), err)
+		return nil, fmt.Errorf("verify: %w", err)
 	}
-	out := make([]*Drift, len(rss))
-	for i, rs := range rss {
-		d := &Drift{Where: nsName(nsPath)}
-		compareTables(d, wants[i], have)
-		if err := verifyRouting(d, rs, nsPath); err != nil {
-			return nil, fmt.Errorf("verify %s: %w", nsName(nsPath), err)
-		}
-		out[i] = d
-	}
-	return out, nil
+	d := &Drift{}
+	compareTables(d, want, s.state)
+	return d, nil
 }
 
 // Drift is the difference between the desired ruleset and the kernel.
@@ -144,6 +141,16 @@ func countNoun(n int, noun string) string {
 }
 
 func (d *Drift) add(it DriftItem) { d.Items = append(d.Items, it) }
+
+// AddRouting adds a routing difference (kernel.RoutingDrift, passed as its
+// parts to keep this package free of sockets).
+func (d *Drift) AddRouting(missing bool, object, where, text string) {
+	if missing {
+		d.add(DriftItem{Kind: Missing, Object: object, Where: where, Want: text})
+		return
+	}
+	d.add(DriftItem{Kind: Extra, Object: object, Where: where, Have: text})
+}
 
 // --- the desired side ---
 

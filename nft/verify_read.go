@@ -7,12 +7,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nfintercept/nfintercept/translate"
@@ -94,37 +92,23 @@ func (s *kernelSet) declText() string {
 // while it was read.
 const snapshotRetries = 20
 
-// readKernelState reads our tables over one netlink socket: tables,
-// chains, sets, elements and rules, all parsed here (the library's rule
-// decoding loses data). The ruleset generation is read before and after; a change in
-// between means another process committed meanwhile, and the read restarts.
-func readKernelState(nsPath string) (*kernelState, error) {
-	fd := 0
-	if nsPath != "" {
-		h, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			return nil, fmt.Errorf("open netns: %w", err)
-		}
-		defer h.Close()
-		fd = int(h)
-	}
-	raw, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
-	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
-	}
-	defer raw.Close()
+// Read reads our tables through d: tables, chains, sets, elements and
+// rules, all parsed here (the library's rule decoding loses data). The
+// ruleset generation is read before and after; a change in between means
+// another process committed meanwhile, and the read restarts.
+func Read(d Dumper) (*Snapshot, error) {
 	for attempt := range snapshotRetries {
 		if attempt > 0 {
 			// Let a burst of commits pass; jitter keeps two readers from
 			// retrying in step with two writers.
 			time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
 		}
-		before, err := rulesetGeneration(raw)
+		before, err := d.Generation()
 		if err != nil {
 			return nil, err
 		}
-		st, rerr := readKernelOnce(raw)
-		after, err := rulesetGeneration(raw)
+		st, rerr := readKernelOnce(d)
+		after, err := d.Generation()
 		if err != nil {
 			return nil, err
 		}
@@ -134,28 +118,41 @@ func readKernelState(nsPath string) (*kernelState, error) {
 		if rerr != nil {
 			return nil, rerr
 		}
-		return st, nil
+		return &Snapshot{Generation: after, state: st}, nil
 	}
 	return nil, fmt.Errorf("the ruleset changed during each of %d reads", snapshotRetries)
 }
 
-func readKernelOnce(raw *netlink.Conn) (*kernelState, error) {
-	ts, err := ourKernelTables(raw)
+// OurTables lists the names of the inet tables with our prefix.
+func OurTables(d Dumper) ([]string, error) {
+	ts, err := ourKernelTables(d)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.name)
+	}
+	return names, nil
+}
+
+func readKernelOnce(d Dumper) (*kernelState, error) {
+	ts, err := ourKernelTables(d)
 	if err != nil {
 		return nil, err
 	}
 	st := &kernelState{}
 	for _, kt := range ts {
-		if err := readChains(raw, kt); err != nil {
+		if err := readChains(d, kt); err != nil {
 			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
-		if err := readSets(raw, kt); err != nil {
+		if err := readSets(d, kt); err != nil {
 			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
-		if err := readRules(raw, kt); err != nil {
+		if err := readRules(d, kt); err != nil {
 			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
-		if err := readObjects(raw, kt); err != nil {
+		if err := readObjects(d, kt); err != nil {
 			return nil, fmt.Errorf("table %s: %w", kt.name, err)
 		}
 		st.tables = append(st.tables, kt)
@@ -168,8 +165,8 @@ var nftObjectTypes = map[uint32]string{1: "counter", 2: "quota", 3: "ct helper",
 	6: "tunnel", 7: "ct timeout", 8: "secmark", 9: "ct expectation", 10: "synproxy"}
 
 // readObjects dumps the table's stateful objects (NFT_MSG_GETOBJ).
-func readObjects(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETOBJ, netlink.Attribute{Type: unix.NFTA_OBJ_TABLE, Data: []byte(kt.name + "\x00")})
+func readObjects(d Dumper, kt *kernelTable) error {
+	msgs, err := d.Dump(unix.NFT_MSG_GETOBJ, netlink.Attribute{Type: unix.NFTA_OBJ_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list objects: %w", err)
 	}
@@ -203,8 +200,8 @@ func readObjects(raw *netlink.Conn, kt *kernelTable) error {
 
 // readChains dumps the table's chains (NFT_MSG_GETCHAIN) with their hook,
 // priority, type and policy.
-func readChains(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETCHAIN, netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(kt.name + "\x00")})
+func readChains(d Dumper, kt *kernelTable) error {
+	msgs, err := d.Dump(unix.NFT_MSG_GETCHAIN, netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list chains: %w", err)
 	}
@@ -262,8 +259,8 @@ func readChains(raw *netlink.Conn, kt *kernelTable) error {
 
 // ourKernelTables dumps the inet tables (NFT_MSG_GETTABLE) and returns ours with
 // their flags (which v0.3.0 decodes in the wrong byte order).
-func ourKernelTables(raw *netlink.Conn) ([]*kernelTable, error) {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETTABLE)
+func ourKernelTables(d Dumper) ([]*kernelTable, error) {
+	msgs, err := d.Dump(unix.NFT_MSG_GETTABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
@@ -290,39 +287,6 @@ func ourKernelTables(raw *netlink.Conn) ([]*kernelTable, error) {
 	}
 	return out, nil
 }
-
-// rulesetGeneration asks for the ruleset generation (NFT_MSG_GETGEN); each
-// committed transaction increments it.
-func rulesetGeneration(raw *netlink.Conn) (uint32, error) {
-	msgs, err := raw.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
-			Flags: netlink.Request,
-		},
-		Data: genmsg(unix.NFPROTO_UNSPEC),
-	})
-	if err != nil {
-		return 0, fmt.Errorf("get ruleset generation: %w", err)
-	}
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		as, err := netlink.UnmarshalAttributes(m.Data[4:])
-		if err != nil {
-			return 0, fmt.Errorf("ruleset generation: %w", err)
-		}
-		for _, a := range as {
-			if a.Type&nlaTypeMask == unix.NFTA_GEN_ID && len(a.Data) == 4 {
-				return binary.BigEndian.Uint32(a.Data), nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("get ruleset generation: no generation in the answer")
-}
-
-// genmsg is the nfnetlink header: family, version 0, resource id 0.
-func genmsg(family byte) []byte { return []byte{family, unix.NFNETLINK_V0, 0, 0} }
 
 // --- set contents ---
 
@@ -493,81 +457,11 @@ func (a u128) dec() u128 {
 
 // --- raw dumps ---
 
-// dumpBufSize is the receive buffer for dumps. The kernel sizes each dump
-// batch after the largest recvmsg buffer seen (capped at 32 KiB), and
-// walks an interval set from its first element again for every batch: the
-// page-sized reads of mdlayher/netlink make dumping a set of 100,000
-// prefixes take seconds; 32 KiB batches cut that eightfold.
-const dumpBufSize = 64 << 10
-
-// nftDump runs an nftables dump request for the inet family and returns the
-// answers, each with at least its nfgenmsg header.
-func nftDump(raw *netlink.Conn, msgType uint16, attrs ...netlink.Attribute) ([]netlink.Message, error) {
-	data, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
-		return nil, err
-	}
-	req, err := raw.Send(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | int(msgType)),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append(genmsg(unix.NFPROTO_INET), data...),
-	})
-	if err != nil {
-		return nil, err
-	}
-	rc, err := raw.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, dumpBufSize)
-	var out []netlink.Message
-	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EINTR
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("receive: %w", err)
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, fmt.Errorf("receive: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != req.Header.Sequence {
-				continue // not an answer to this request
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if code := int32(binary.NativeEndian.Uint32(m.Data)); code < 0 {
-						return nil, syscall.Errno(-code)
-					}
-				}
-				if m.Header.Type == unix.NLMSG_DONE {
-					return out, nil
-				}
-			default:
-				if len(m.Data) >= 4 {
-					out = append(out, netlink.Message{Data: slices.Clone(m.Data)})
-				}
-			}
-		}
-	}
-}
-
 // readSets dumps the table's sets (NFT_MSG_GETSET) and each one's elements
 // (NFT_MSG_GETSETELEM). Anonymous sets are kept by name for the lookups
 // that use them.
-func readSets(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETSET, netlink.Attribute{Type: unix.NFTA_SET_TABLE, Data: []byte(kt.name + "\x00")})
+func readSets(d Dumper, kt *kernelTable) error {
+	msgs, err := d.Dump(unix.NFT_MSG_GETSET, netlink.Attribute{Type: unix.NFTA_SET_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("list sets: %w", err)
 	}
@@ -579,7 +473,7 @@ func readSets(raw *netlink.Conn, kt *kernelTable) error {
 		if s.Table.Name != kt.name {
 			continue
 		}
-		elems, err := readElements(raw, kt.name, s.Name)
+		elems, err := readElements(d, kt.name, s.Name)
 		if err != nil {
 			return fmt.Errorf("set %s: list elements: %w", s.Name, err)
 		}
@@ -641,8 +535,8 @@ type dumpedElem struct {
 }
 
 // readElements dumps a set's elements.
-func readElements(raw *netlink.Conn, table, set string) ([]dumpedElem, error) {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETSETELEM,
+func readElements(d Dumper, table, set string) ([]dumpedElem, error) {
+	msgs, err := d.Dump(unix.NFT_MSG_GETSETELEM,
 		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(table + "\x00")},
 		netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")})
 	if err != nil {
@@ -699,8 +593,8 @@ func parseElement(b []byte) (dumpedElem, error) {
 
 // readRules dumps the table's rules (NFT_MSG_GETRULE filtered by table)
 // and canonicalises their expressions.
-func readRules(raw *netlink.Conn, kt *kernelTable) error {
-	msgs, err := nftDump(raw, unix.NFT_MSG_GETRULE, netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")})
+func readRules(d Dumper, kt *kernelTable) error {
+	msgs, err := d.Dump(unix.NFT_MSG_GETRULE, netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: []byte(kt.name + "\x00")})
 	if err != nil {
 		return fmt.Errorf("dump rules: %w", err)
 	}

@@ -50,6 +50,9 @@ type Config struct {
 	// HostIPv4Loopback is ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR, used verbatim.
 	HostIPv4Loopback Prefix
 
+	// DualStack is --dual-stack: how IPv6 enablement is detected from the
+	// namespace's addresses (and, rendering offline, whether it is on).
+	DualStack bool
 	// EnableIPv6 programs IPv6 rules; without it IPv6 traffic is left alone.
 	EnableIPv6 bool
 }

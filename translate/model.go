@@ -58,8 +58,10 @@ type Ruleset struct {
 	Tables []*Table
 	// Families the configuration programs (IPv6 only when enabled).
 	Families Family
-	// Routes holds the TPROXY policy routing, empty in REDIRECT mode.
-	Routes []PolicyRoute `json:",omitzero"` // LoopbackAddrs are addresses the proxy needs on lo (::6 for IPv6
+	// Routes holds the policy routing the rules need (TPROXY), empty in
+	// REDIRECT mode.
+	Routes []PolicyRoute `json:",omitzero"`
+	// LoopbackAddrs are addresses the proxy needs on lo (::6 for IPv6
 	// inbound passthrough; 127.0.0.6 is local without assignment).
 	LoopbackAddrs []netip.Prefix `json:",omitzero"`
 }
@@ -287,12 +289,22 @@ type Action struct {
 	Zone  uint16 `json:",omitzero"` // ActCtZone
 }
 
-// PolicyRoute is the TPROXY routing: "ip rule fwmark Mark lookup Table" and
-// "ip route add local default dev lo table Table", per family.
+// PolicyRoute is "ip rule fwmark Mark/Mask lookup Table" with
+// "ip route add local default dev lo table Table", for one family: how
+// marked packets are delivered locally (TPROXY, ambient redirection).
 type PolicyRoute struct {
 	Family Family // IPv4 or IPv6
 	Mark   uint32
+	Mask   uint32 `json:",omitzero"` // 0: all 32 bits
 	Table  uint32
+}
+
+// MarkMask is the mask of the mark match (Mask, or all bits when unset).
+func (r PolicyRoute) MarkMask() uint32 {
+	if r.Mask == 0 {
+		return 0xffffffff
+	}
+	return r.Mask
 }
 
 // IptablesLine is one rule of the iptables view in emission order; a rule

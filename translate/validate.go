@@ -113,6 +113,7 @@ func (o Options) Config(sys System) (Config, error) {
 	}
 
 	// The caller overrides this after looking at the namespace's addresses.
+	c.DualStack = o.DualStack
 	c.EnableIPv6 = o.DualStack
 	return c, nil
 }

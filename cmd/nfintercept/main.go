@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,7 @@ each flag can also be set through the variable named after it in upper case with
 current one is used. Nothing runs nft, iptables or a shell: rules go over netlink in one
 transaction.
 
-Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options,
+Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options or namespace,
 126 --run-validation saw no redirect.
 `
 
@@ -117,8 +118,28 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	if opts.CleanupOnly && cmd == "apply" {
 		cmd = "cleanup"
 	}
-	req := nfintercept.Request{Options: opts, NetNSPath: nfintercept.NetNSPath(opts.NetworkNamespace)}
-	netns := nfintercept.NamespaceName(req.NetNSPath)
+	switch cmd {
+	case "apply", "render", "verify", "cleanup":
+	default:
+		return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify, annotations; see --help)", cmd)}
+	}
+	// Options are validated for every command, so a typo does not silently
+	// clean up somewhere unexpected.
+	cfg, err := opts.Config(translate.HostSystem())
+	if err != nil {
+		return classify(err)
+	}
+	req := nfintercept.Request{Config: cfg}
+	if cmd == "render" {
+		return render(opts, req, *format, *family, stdout)
+	}
+	ns, err := openNamespace(opts.NetworkNamespace)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	ctx := context.Background()
+	netns := ns.String()
 	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", netns) }
 
 	switch cmd {
@@ -126,9 +147,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		var res *nfintercept.Result
 		start := time.Now()
 		if opts.SkipRuleApply {
-			res, err = nfintercept.Plan(req)
+			res, err = nfintercept.Plan(ctx, ns, req)
 		} else {
-			res, err = nfintercept.Apply(req)
+			res, err = nfintercept.Apply(ctx, ns, req)
 		}
 		if err != nil {
 			return classify(err)
@@ -142,39 +163,39 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 			return nil
 		}
 		c := res.Config
-		if err := nfintercept.Probe(req.NetNSPath, c.ProxyPort.From, c.InboundCapturePort.From, opts.IptablesProbePort, opts.ProbeTimeout); err != nil {
+		if err := nfintercept.Probe(ns, c.ProxyPort.From, c.InboundCapturePort.From, opts.IptablesProbePort, opts.ProbeTimeout); err != nil {
 			return err
 		}
 		log("validation passed: a probe connection to port %d was redirected to the proxy", opts.IptablesProbePort)
 		return nil
-	case "render":
-		return render(req, *format, *family, stdout)
 	case "verify":
-		return verify(req, stdout, log)
-	case "cleanup":
-		// Options are still validated, so a typo does not silently clean up
-		// somewhere unexpected.
-		if _, err := nfintercept.Plan(withOfflineIPv6(req)); err != nil {
-			return classify(err)
-		}
-		if err := nfintercept.Cleanup(req.NetNSPath); err != nil {
-			return err
-		}
-		log("removed nfintercept rules from %s", nfintercept.NamespaceName(req.NetNSPath))
-		return nil
+		return verify(ctx, ns, req, opts.Reconcile, stdout, log)
 	}
-	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify, annotations; see --help)", cmd)}
+	if err := nfintercept.Cleanup(ctx, ns); err != nil {
+		return classify(err)
+	}
+	log("removed nfintercept rules from %s", ns)
+	return nil
 }
 
-func withOfflineIPv6(req nfintercept.Request) nfintercept.Request {
-	req.IPv6 = nfintercept.IPv6FromOptions
-	return req
+// openNamespace opens --network-namespace, or the current namespace.
+func openNamespace(pathOrName string) (*nfintercept.Namespace, error) {
+	if pathOrName == "" {
+		pathOrName = "/proc/self/ns/net"
+	}
+	ns, err := nfintercept.OpenNamespace(pathOrName)
+	if err != nil {
+		return nil, classify(fmt.Errorf("--network-namespace: %w", err))
+	}
+	return ns, nil
 }
 
-// classify turns option errors into usage errors (exit 2).
+// classify turns errors in the input (options, namespace) into usage
+// errors (exit 2).
 func classify(err error) error {
 	var inv *translate.OptionError
-	if errors.As(err, &inv) {
+	var in *nfintercept.InputError
+	if errors.As(err, &inv) || errors.As(err, &in) {
 		return errUsage{err}
 	}
 	return err

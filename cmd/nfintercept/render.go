@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,10 +19,7 @@ import (
 // render prints the rules the options describe. Without
 // --network-namespace, IPv6 is assumed present exactly when --dual-stack is
 // given; with it, the namespace's addresses decide, as for apply.
-func render(req nfintercept.Request, format, family string, stdout io.Writer) error {
-	if req.NetNSPath == "" {
-		req.IPv6 = nfintercept.IPv6FromOptions
-	}
+func render(opts translate.Options, req nfintercept.Request, format, family string, stdout io.Writer) error {
 	var fam translate.Family
 	switch family {
 	case "ipv4":
@@ -34,7 +32,17 @@ func render(req nfintercept.Request, format, family string, stdout io.Writer) er
 	if format != "nft" && format != "iptables" && format != "json" {
 		return errUsage{fmt.Errorf("invalid --format %q: want nft, iptables or json", format)}
 	}
-	res, err := nfintercept.Plan(req)
+	var ns *nfintercept.Namespace
+	if opts.NetworkNamespace == "" {
+		req.IPv6 = nfintercept.IPv6FromConfig
+	} else {
+		var err error
+		if ns, err = openNamespace(opts.NetworkNamespace); err != nil {
+			return err
+		}
+		defer ns.Close()
+	}
+	res, err := nfintercept.Plan(context.Background(), ns, req)
 	if err != nil {
 		return classify(err)
 	}
@@ -47,7 +55,7 @@ func render(req nfintercept.Request, format, family string, stdout io.Writer) er
 		err = enc.Encode(res.Ruleset)
 	default:
 		if err := res.Config.CheckResolved(); err != nil {
-			return classify(err)
+			return errUsage{err}
 		}
 		text, terr := nft.Text(res.Ruleset)
 		if terr != nil {

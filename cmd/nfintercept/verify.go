@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -8,10 +9,14 @@ import (
 )
 
 // verify compares the namespace with what the options install and prints
-// the differences on stdout. Drift is an error (exit 1) unless --reconcile
+// the differences on stdout. Drift is an error (exit 1) unless reconcile
 // repaired it.
-func verify(req nfintercept.Request, stdout io.Writer, log func(string, ...any)) error {
-	d, err := nfintercept.Verify(req, req.Options.Reconcile)
+func verify(ctx context.Context, ns *nfintercept.Namespace, req nfintercept.Request, reconcile bool, stdout io.Writer, log func(string, ...any)) error {
+	check := nfintercept.Verify
+	if reconcile {
+		check = nfintercept.Reconcile
+	}
+	d, err := check(ctx, ns, req)
 	if d != nil && !d.InSync() {
 		if _, werr := io.WriteString(stdout, d.String()); werr != nil && err == nil {
 			err = werr
@@ -22,11 +27,11 @@ func verify(req nfintercept.Request, stdout io.Writer, log func(string, ...any))
 	}
 	switch {
 	case d.InSync():
-		log("%s is in sync with the options", nfintercept.NamespaceName(req.NetNSPath))
+		log("%s is in sync with the options", ns)
 		return nil
 	case d.Reconciled:
-		log("re-applied the ruleset in %s: now in sync", nfintercept.NamespaceName(req.NetNSPath))
+		log("re-applied the ruleset in %s: now in sync", ns)
 		return nil
 	}
-	return fmt.Errorf("%s differs from the options: %d differences (--reconcile re-applies)", nfintercept.NamespaceName(req.NetNSPath), len(d.Items))
+	return fmt.Errorf("%s differs from the options: %d differences (--reconcile re-applies)", ns, len(d.Items))
 }

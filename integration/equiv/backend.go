@@ -7,8 +7,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/internal/tools"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -72,15 +72,15 @@ func (b Backend) restoreTools() (v4, v6 string) {
 // Plan is what one configuration installs: the request nfintercept gets and
 // the iptables-restore input of each family rendered from the same model.
 type Plan struct {
-	Request  nfintercept.Request
+	Request  libtest.Request
 	Config   translate.Config
 	Ruleset  *translate.Ruleset
 	Iptables map[translate.Family]string
 }
 
 // NewPlan validates the request and renders the iptables view.
-func NewPlan(req nfintercept.Request) (*Plan, error) {
-	res, err := nfintercept.Plan(req)
+func NewPlan(req libtest.Request) (*Plan, error) {
+	res, err := libtest.Plan(req)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (tw *Twin) Install(p *Plan, c Case, opts RunOptions) error {
 	case BackendNft:
 		req := p.Request
 		req.NetNSPath = tw.Path(FromPod)
-		if _, err := nfintercept.Apply(req); err != nil {
+		if _, err := libtest.Apply(req); err != nil {
 			return fmt.Errorf("nfintercept.Apply: %w", err)
 		}
 		return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -109,12 +110,12 @@ func (c Case) Options() (translate.Options, error) {
 // the case's resolv.conf through a fake System, and decides IPv6 from
 // --dual-stack, so the iptables view (rendered offline) and the applied
 // rules agree.
-func (c Case) Request() (nfintercept.Request, error) {
+func (c Case) Request() (libtest.Request, error) {
 	opts, err := c.Options()
 	if err != nil {
-		return nfintercept.Request{}, err
+		return libtest.Request{}, err
 	}
-	return nfintercept.Request{Options: opts, System: caseSystem{c.Resolv}, IPv6: nfintercept.IPv6FromOptions}, nil
+	return libtest.Request{Options: opts, System: caseSystem{c.Resolv}, IPv6: nfintercept.IPv6FromConfig}, nil
 }
 
 // caseSystem answers like the machine that generated the corpus: no user

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -44,7 +44,7 @@ func run() error {
 	if opts.NetworkNamespace == "" {
 		return fmt.Errorf("--network-namespace is required")
 	}
-	res, err := nfintercept.Apply(nfintercept.Request{Options: opts, NetNSPath: opts.NetworkNamespace})
+	res, err := libtest.Apply(libtest.Request{Options: opts, NetNSPath: opts.NetworkNamespace})
 	if err != nil {
 		return err
 	}

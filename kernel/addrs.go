@@ -1,4 +1,4 @@
-package nft
+package kernel
 
 import (
 	"cmp"
@@ -16,18 +16,19 @@ import (
 type IfAddr struct {
 	Index int // interface index
 	Addr  netip.Addr
-	Bits  int // prefix length
+	Bits  int  // prefix length
+	Ours  bool // tagged with RouteProtocol (IFA_PROTO, Linux 6.3+)
 }
 
-// Addrs lists the addresses of every interface of the namespace at nsPath
-// ("" = the current one): by interface index, IPv4 before IPv6 on each
+// Addrs lists the addresses of every interface of the namespace (nil: the
+// current one): by interface index, IPv4 before IPv6 on each
 // interface, each family in the kernel's order. That is the order of
 // listing links and then each link's IPv4 and IPv6 addresses, done here
 // with one socket and one dump, which matters on the path of every apply.
-func Addrs(nsPath string) ([]IfAddr, error) {
-	fd, err := nsSocket(nsPath, unix.NETLINK_ROUTE)
+func Addrs(ns *Namespace) ([]IfAddr, error) {
+	fd, err := ns.Socket(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("list addresses in %s: %w", nsName(nsPath), err)
+		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	defer unix.Close(fd)
 	var out []IfAddr
@@ -37,7 +38,7 @@ func Addrs(nsPath string) ([]IfAddr, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list addresses in %s: %w", nsName(nsPath), err)
+		return nil, fmt.Errorf("list addresses in %s: %w", ns, err)
 	}
 	slices.SortStableFunc(out, func(a, b IfAddr) int {
 		if a.Index != b.Index {
@@ -122,6 +123,8 @@ func parseIfAddr(b []byte) (IfAddr, bool) {
 			local, _ = netip.AddrFromSlice(v)
 		case unix.IFA_ADDRESS:
 			address, _ = netip.AddrFromSlice(v)
+		case ifaProto:
+			a.Ours = len(v) > 0 && v[0] == RouteProtocol
 		}
 		rest = rest[min(align4(l), len(rest)):]
 	}

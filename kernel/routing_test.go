@@ -1,9 +1,10 @@
-package nft
+package kernel
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -149,7 +150,7 @@ func tproxyRuleset(mark, table uint32, v6 bool) *translate.Ruleset {
 
 func mustApply(t *testing.T, rs *translate.Ruleset, path string) func() error {
 	t.Helper()
-	undo, err := ApplyRouting(rs, path)
+	undo, err := ApplyRouting(rs, openNS(t, path))
 	if err != nil {
 		t.Fatalf("ApplyRouting: %v", err)
 	}
@@ -274,7 +275,7 @@ func TestApplyRoutingRedirectLoopback(t *testing.T) {
 	mustApply(t, rs, path)
 	want(t, "lo v6 addresses", loV6Addrs(t, ns), []string{"::1/128", "::6/128"})
 	want(t, "v4 rules", fwmarkRules(t, ns, "-4"), none)
-	if err := CleanupRouting(path); err != nil {
+	if err := cleanupRouting(t, path); err != nil {
 		t.Fatal(err)
 	}
 	want(t, "lo v6 addresses after cleanup", loV6Addrs(t, ns), []string{"::1/128"})
@@ -302,7 +303,7 @@ func TestCleanupRoutingLeavesForeign(t *testing.T) {
 	want(t, "v4 rules after re-apply", fwmarkRules(t, ns, "-4"), append([]string{"fwmark 0x539 lookup 133 proto " + ours}, foreignV4...))
 
 	for range 2 { // cleanup is idempotent
-		if err := CleanupRouting(path); err != nil {
+		if err := cleanupRouting(t, path); err != nil {
 			t.Fatalf("CleanupRouting: %v", err)
 		}
 		want(t, "v4 rules after cleanup", fwmarkRules(t, ns, "-4"), foreignV4)
@@ -319,11 +320,11 @@ func TestCleanupRoutingLeavesForeign(t *testing.T) {
 func TestApplyRoutingConflictRollsBack(t *testing.T) {
 	ns, path := routingNS(t)
 	ipCmd(t, "-n", ns, "-6", "route", "add", "unreachable", "default", "table", "133")
-	_, err := ApplyRouting(tproxyRuleset(1337, 133, true), path)
+	_, err := ApplyRouting(tproxyRuleset(1337, 133, true), openNS(t, path))
 	if err == nil {
 		t.Fatal("ApplyRouting succeeded next to a conflicting default route")
 	}
-	for _, s := range []string{path, "ip -6 route local default dev lo table 133", "-r"} {
+	for _, s := range []string{path, "ip -6 route local default dev lo table 133", "another route table"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error %q does not mention %q", err, s)
 		}
@@ -347,21 +348,50 @@ func TestApplyRoutingRefusesDangerousValues(t *testing.T) {
 		{1337, 255, "table 255"},
 		{1337, 0, "table 0"},
 	} {
-		if _, err := ApplyRouting(tproxyRuleset(tc.mark, tc.table, false), path); err == nil || !strings.Contains(err.Error(), tc.msg) {
+		if _, err := ApplyRouting(tproxyRuleset(tc.mark, tc.table, false), openNS(t, path)); err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("mark %d table %d: got error %v, want one mentioning %q", tc.mark, tc.table, err, tc.msg)
 		}
 	}
 }
 
-func TestRoutingBadNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+func TestOpenNamespaceMissing(t *testing.T) {
 	missing := "/var/run/netns/nfi-tp-does-not-exist"
-	if _, err := ApplyRouting(tproxyRuleset(1337, 133, false), missing); err == nil || !strings.Contains(err.Error(), missing) {
-		t.Errorf("ApplyRouting: got %v, want an error naming %s", err, missing)
+	_, err := OpenNamespace(missing)
+	var nerr *NamespaceError
+	if !errors.As(err, &nerr) || !nerr.Input() || !strings.Contains(err.Error(), missing) {
+		t.Errorf("OpenNamespace: got %v, want an input error naming %s", err, missing)
 	}
-	if err := CleanupRouting(missing); err == nil || !strings.Contains(err.Error(), missing) {
-		t.Errorf("CleanupRouting: got %v, want an error naming %s", err, missing)
+}
+
+// openNS opens the namespace at path for the test's duration.
+func openNS(t *testing.T, path string) *Namespace {
+	t.Helper()
+	ns, err := OpenNamespace(path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// openRouting connects to the routing of the namespace at path for the
+// test's duration.
+func openRouting(t *testing.T, path string) *Routing {
+	t.Helper()
+	r, err := OpenRouting(openNS(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func beginRouting(t *testing.T, rs *translate.Ruleset, path string) (*RoutingChange, error) {
+	t.Helper()
+	return openRouting(t, path).Begin(rs)
+}
+
+func cleanupRouting(t *testing.T, path string) error {
+	t.Helper()
+	return openRouting(t, path).Cleanup()
 }

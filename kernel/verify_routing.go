@@ -1,4 +1,4 @@
-package nft
+package kernel
 
 import (
 	"slices"
@@ -8,20 +8,35 @@ import (
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// verifyRouting compares the policy rules, routes and loopback addresses of
-// ours (RouteProtocol) with what ApplyRouting installs for rs. Like
-// ApplyRouting it accepts an equivalent foreign route already holding the
-// slot, and a wanted address present on lo whoever added it.
-func verifyRouting(d *Drift, rs *translate.Ruleset, nsPath string) error {
+// RoutingDrift is one difference between the routing a ruleset wants and
+// the namespace's.
+type RoutingDrift struct {
+	Missing bool   // wanted but absent; otherwise present but unwanted
+	Object  string // "policy rule", "route", "address"
+	Where   string // "dev lo" for addresses
+	Text    string // the object as ip(8) writes it
+}
+
+// Diff compares the policy rules, routes and loopback addresses of ours
+// (RouteProtocol) with what Begin installs for rs. Like Begin it accepts an
+// equivalent foreign route already holding the slot, and a wanted address
+// present on lo whoever added it.
+func (r *Routing) Diff(rs *translate.Ruleset) ([]RoutingDrift, error) {
 	want, err := desiredRouting(rs)
 	if err != nil {
+		return nil, r.r.errorf("%w", err)
+	}
+	var d []RoutingDrift
+	if err := r.r.diff(want, &d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (r *rtnl) diff(want routingState, d *[]RoutingDrift) error {
+	if _, err := r.handle(); err != nil {
 		return err
 	}
-	r, err := openRtnl(nsPath)
-	if err != nil {
-		return err
-	}
-	defer r.close()
 	for i := range want.routes {
 		want.routes[i].LinkIndex = r.lo
 	}
@@ -42,14 +57,14 @@ func verifyRouting(d *Drift, rs *translate.Ruleset, nsPath string) error {
 	for _, w := range want.rules {
 		i := slices.IndexFunc(rules, func(h netlink.Rule) bool { return sameRule(h, w) })
 		if i < 0 {
-			d.add(DriftItem{Kind: Missing, Object: "policy rule", Want: ruleText(w)})
+			*d = append(*d, RoutingDrift{Missing: true, Object: "policy rule", Text: ruleText(w)})
 			continue
 		}
 		kept[i] = true
 	}
 	for i, h := range rules {
 		if !kept[i] {
-			d.add(DriftItem{Kind: Extra, Object: "policy rule", Have: ruleText(h)})
+			*d = append(*d, RoutingDrift{Object: "policy rule", Text: ruleText(h)})
 		}
 	}
 
@@ -62,23 +77,23 @@ func verifyRouting(d *Drift, rs *translate.Ruleset, nsPath string) error {
 			return err
 		}
 		if !foreign {
-			d.add(DriftItem{Kind: Missing, Object: "route", Want: routeText(w)})
+			*d = append(*d, RoutingDrift{Missing: true, Object: "route", Text: routeText(w)})
 		}
 	}
 	for _, h := range routes {
 		if !slices.ContainsFunc(want.routes, func(w netlink.Route) bool { return sameRoute(h, w) }) {
-			d.add(DriftItem{Kind: Extra, Object: "route", Have: routeText(h)})
+			*d = append(*d, RoutingDrift{Object: "route", Text: routeText(h)})
 		}
 	}
 
 	for _, p := range want.addrs {
 		if !slices.ContainsFunc(addrs, func(a loAddr) bool { return a.prefix == p }) {
-			d.add(DriftItem{Kind: Missing, Object: "address", Where: "dev lo", Want: p.String()})
+			*d = append(*d, RoutingDrift{Missing: true, Object: "address", Where: "dev lo", Text: p.String()})
 		}
 	}
 	for _, a := range addrs {
 		if a.ours && !slices.Contains(want.addrs, a.prefix) {
-			d.add(DriftItem{Kind: Extra, Object: "address", Where: "dev lo", Have: a.prefix.String()})
+			*d = append(*d, RoutingDrift{Object: "address", Where: "dev lo", Text: a.prefix.String()})
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package nft
+package kernel
 
 import (
 	"encoding/json"
@@ -11,7 +11,7 @@ import (
 // TestAddrs: one dump lists what `ip -j addr` shows, in interface order,
 // IPv4 before IPv6 on each interface.
 func TestAddrs(t *testing.T) {
-	ns, path := batchNetns(t)
+	ns, path := routingNS(t)
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "add", "b0", "type", "veth", "peer", "name", "a0"},
@@ -27,7 +27,7 @@ func TestAddrs(t *testing.T) {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	got, err := Addrs(path)
+	got, err := Addrs(openNS(t, path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package nft
+package kernel
 
 import (
 	"slices"
@@ -7,18 +7,17 @@ import (
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// TestRoutingChange: the one-connection form adds before and prunes after
-// like AddRouting and PruneRouting, and its Undo reverts only its adds.
+// TestRoutingChange: Begin adds before and Prune removes after, and Undo
+// reverts only Begin's adds.
 func TestRoutingChange(t *testing.T) {
 	ns, path := routingNS(t)
 	mustApply(t, tproxyRuleset(1337, 133, true), path)
 
 	// Mode switch to another mark and table: both present in between.
-	c, err := BeginRouting(tproxyRuleset(0x100, 144, true), path)
+	c, err := beginRouting(t, tproxyRuleset(0x100, 144, true), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	for _, fam := range []string{"-4", "-6"} {
 		want(t, fam+" rules after begin", sorted(fwmarkRules(t, ns, fam)), []string{
 			"fwmark 0x100 lookup 144 proto " + ours, "fwmark 0x539 lookup 133 proto " + ours})
@@ -33,16 +32,14 @@ func TestRoutingChange(t *testing.T) {
 	}
 
 	// A failed batch: Undo removes what Begin added and nothing else.
-	c2, err := BeginRouting(&translate.Ruleset{Families: translate.BothFamilies}, path)
+	c2, err := beginRouting(t, &translate.Ruleset{Families: translate.BothFamilies}, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
-	c3, err := BeginRouting(tproxyRuleset(7, 170, false), path)
+	c3, err := beginRouting(t, tproxyRuleset(7, 170, false), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c3.Close()
 	want(t, "v4 rules before undo", sorted(fwmarkRules(t, ns, "-4")), []string{
 		"fwmark 0x100 lookup 144 proto " + ours, "fwmark 0x7 lookup 170 proto " + ours})
 	if err := c3.Undo(); err != nil {

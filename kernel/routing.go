@@ -1,4 +1,4 @@
-package nft
+package kernel
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nfintercept/nfintercept/translate"
@@ -30,77 +30,53 @@ const ifaProto = 11
 // (istio-iptables retries its lo lookup the same way).
 const dumpRetries = 5
 
-// ApplyRouting installs rs.Routes (TPROXY policy routing: "fwmark M lookup
-// T" and "local default dev lo table T" per family) and rs.LoopbackAddrs in
-// the namespace, and removes rules, routes and addresses of ours that rs no
-// longer wants (another mark or table, IPv6 turned off). Re-applying the
-// same ruleset changes nothing. The returned undo reverts exactly what this
-// call changed.
-func ApplyRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err error) {
-	return changeRouting(rs, nsPath, addMissing|removeStale)
-}
-
-// AddRouting is the first half of ApplyRouting: it only adds what rs wants
-// and the namespace lacks. Apply calls it before the nftables batch (undo
-// if the batch fails) and PruneRouting after, so an interrupted mode switch
-// leaves extra routing, never rules without their routes.
-func AddRouting(rs *translate.Ruleset, nsPath string) (undo func() error, err error) {
-	return changeRouting(rs, nsPath, addMissing)
-}
-
-// PruneRouting is the second half of ApplyRouting: it removes our rules,
-// routes and addresses that rs does not want.
-func PruneRouting(rs *translate.Ruleset, nsPath string) error {
-	_, err := changeRouting(rs, nsPath, removeStale)
-	return err
-}
-
-// routingPhase selects what reconcile does.
-type routingPhase uint8
-
-const (
-	addMissing routingPhase = 1 << iota
-	removeStale
-)
-
-func changeRouting(rs *translate.Ruleset, nsPath string, phase routingPhase) (undo func() error, err error) {
-	want, err := desiredRouting(rs)
-	if err != nil {
-		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
-	}
-	r, err := openRawRtnl(nsPath)
+// ApplyRouting installs rs.Routes and rs.LoopbackAddrs in the namespace
+// and removes rules, routes and addresses of ours that rs no longer wants,
+// in one step (tests and benchmarks; Apply uses Begin and Prune around its
+// batch). The returned undo reverts exactly what this call changed.
+func ApplyRouting(rs *translate.Ruleset, ns *Namespace) (undo func() error, err error) {
+	r, err := OpenRouting(ns)
 	if err != nil {
 		return nil, err
 	}
-	defer r.close()
-
-	var j journal
-	if err := r.reconcile(want, &j, phase); err != nil {
-		if uerr := j.revert(r); uerr != nil {
+	c, err := r.Begin(rs)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	// Journaled, unlike Prune: undo restores what this call removed too.
+	if err := c.r.removeStale(c.want, c.have, &c.j); err != nil {
+		if uerr := c.Undo(); uerr != nil {
 			err = fmt.Errorf("%w (and reverting the partial change failed: %v)", err, uerr)
 		}
+		r.Close()
 		return nil, err
 	}
-	return func() error {
-		if len(j) == 0 {
-			return nil
-		}
-		r, err := openRawRtnl(nsPath)
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		err = j.revert(r)
-		j = nil
-		return err
-	}, nil
+	return func() error { defer r.Close(); return c.Undo() }, nil
 }
 
-// RoutingChange is AddRouting and PruneRouting with one connection and
-// one look at the namespace, for a caller that holds the namespace lock
-// across the nftables batch: BeginRouting adds what rs needs (Undo reverts
-// exactly that), Prune removes what was ours and stale when it began.
+// Routing is the rtnetlink side of a namespace: nfintercept's policy
+// rules, routes and loopback addresses.
+type Routing struct{ r *rtnl }
+
+// OpenRouting connects to the namespace's rtnetlink (nil: the current
+// namespace).
+func OpenRouting(ns *Namespace) (*Routing, error) {
+	r, err := dialRtnl(ns)
+	if err != nil {
+		return nil, err
+	}
+	return &Routing{r: r}, nil
+}
+
 // Close releases the connection.
+func (r *Routing) Close() { r.r.close() }
+
+// RoutingChange is one change of the namespace's routing to what a
+// ruleset wants, in two halves around the nftables batch: Begin adds what
+// is missing (Undo reverts exactly that), Prune removes what was ours and
+// stale when Begin looked. An interrupted change leaves extra routing,
+// never capture rules without their routes.
 type RoutingChange struct {
 	r    *rtnl
 	want routingState
@@ -108,31 +84,27 @@ type RoutingChange struct {
 	j    journal
 }
 
-// BeginRouting is AddRouting keeping the connection for Undo and Prune.
-func BeginRouting(rs *translate.Ruleset, nsPath string) (*RoutingChange, error) {
+// Begin adds (or repairs) the routing rs wants and the namespace lacks.
+// On error, what it changed is reverted.
+func (r *Routing) Begin(rs *translate.Ruleset) (*RoutingChange, error) {
 	want, err := desiredRouting(rs)
 	if err != nil {
-		return nil, fmt.Errorf("policy routing in %s: %w", nsName(nsPath), err)
+		return nil, r.r.errorf("%w", err)
 	}
-	r, err := openRawRtnl(nsPath)
-	if err != nil {
-		return nil, err
-	}
-	c := &RoutingChange{r: r, want: r.located(want)}
-	if c.have, err = r.snapshot(); err == nil {
-		err = r.addMissing(c.want, c.have, &c.j)
+	c := &RoutingChange{r: r.r, want: r.r.located(want)}
+	if c.have, err = r.r.snapshot(); err == nil {
+		err = r.r.addMissing(c.want, &c.have, &c.j)
 	}
 	if err != nil {
-		if uerr := c.j.revert(r); uerr != nil {
+		if uerr := c.j.revert(r.r); uerr != nil {
 			err = fmt.Errorf("%w (and reverting the partial change failed: %v)", err, uerr)
 		}
-		r.close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// Undo reverts what BeginRouting added.
+// Undo reverts what Begin changed.
 func (c *RoutingChange) Undo() error {
 	err := c.j.revert(c.r)
 	c.j = nil
@@ -140,26 +112,22 @@ func (c *RoutingChange) Undo() error {
 }
 
 // Prune removes our rules, routes and addresses that were there when
-// BeginRouting looked and the ruleset does not want.
+// Begin looked and the ruleset does not want.
 func (c *RoutingChange) Prune() error {
 	var j journal // pruning is not reverted
 	return c.r.removeStale(c.want, c.have, &j)
 }
 
-// Close releases the connection.
-func (c *RoutingChange) Close() { c.r.close() }
-
-// CleanupRouting removes every policy rule, route and loopback address
-// tagged with RouteProtocol in the namespace. Nothing installed is not an
-// error; foreign objects are never touched.
-func CleanupRouting(nsPath string) error {
-	r, err := openRawRtnl(nsPath)
+// Cleanup removes every policy rule, route and loopback address tagged
+// with RouteProtocol. Nothing installed is not an error; foreign objects
+// are never touched.
+func (r *Routing) Cleanup() error {
+	have, err := r.r.snapshot()
 	if err != nil {
 		return err
 	}
-	defer r.close()
 	var j journal // unused: cleanup is not reverted
-	return r.reconcile(routingState{}, &j, removeStale)
+	return r.r.removeStale(routingState{}, have, &j)
 }
 
 // routingState is the set of objects of ours a namespace should hold.
@@ -186,7 +154,7 @@ func desiredRouting(rs *translate.Ruleset) (routingState, error) {
 		case unix.RT_TABLE_UNSPEC, unix.RT_TABLE_DEFAULT, unix.RT_TABLE_MAIN, unix.RT_TABLE_LOCAL:
 			return s, fmt.Errorf("route table %d is reserved by the kernel", pr.Table)
 		}
-		s.rules = append(s.rules, policyRule(fam, pr.Mark, pr.Table))
+		s.rules = append(s.rules, policyRule(fam, pr.Mark, pr.MarkMask(), pr.Table))
 		s.routes = append(s.routes, localDefault(fam, pr.Table))
 	}
 	s.addrs = append(s.addrs, rs.LoopbackAddrs...)
@@ -205,14 +173,14 @@ func nlFamily(f translate.Family) (int, error) {
 
 var fullMask uint32 = 0xffffffff
 
-// policyRule is "ip [-6] rule add fwmark MARK lookup TABLE proto 201". The
-// priority is left to the kernel (just above main), as istio-iptables does.
-func policyRule(family int, mark, table uint32) netlink.Rule {
+// policyRule is "ip [-6] rule add fwmark MARK/MASK lookup TABLE proto 201".
+// The priority is left to the kernel (just above main), as istio-iptables
+// does.
+func policyRule(family int, mark, mask, table uint32) netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = family
 	r.Mark = mark
-	m := fullMask
-	r.Mask = &m
+	r.Mask = &mask
 	r.Table = int(table)
 	r.Protocol = RouteProtocol
 	return *r
@@ -238,46 +206,31 @@ func localDefault(family int, table uint32) netlink.Route {
 // entered only to open the sockets, by a goroutine of its own on a locked
 // thread; the process never changes namespace.
 type rtnl struct {
-	where string
-	path  string
-	h     *netlink.Handle  // see handle
-	raw   *nl.SocketHandle // requests the library cannot express (IFA_PROTO)
-	lo    int
+	ns  *Namespace
+	h   *netlink.Handle  // see handle
+	raw *nl.SocketHandle // requests the library cannot express (IFA_PROTO)
+	lo  int
 }
 
 // loopbackIndex is lo's interface index in every namespace: the kernel
 // registers lo first and asserts it gets LOOPBACK_IFINDEX (1).
 const loopbackIndex = 1
 
-// openRtnl connects to the namespace (nsName, used in messages, is shared
-// with apply.go). Both sockets are opened during a single visit.
-func openRtnl(nsPath string) (*rtnl, error) {
-	return dialRtnl(nsPath, true)
-}
-
-// openRawRtnl connects with the raw socket only; the library handle is
-// opened by handle() when policy rules or routes are to be read or
-// changed. A pod in REDIRECT mode never needs it.
-func openRawRtnl(nsPath string) (*rtnl, error) {
-	return dialRtnl(nsPath, false)
-}
-
-func dialRtnl(nsPath string, withHandle bool) (*rtnl, error) {
-	r := &rtnl{where: nsName(nsPath), path: nsPath, lo: loopbackIndex}
-	err := InNamespace(nsPath, func() error {
-		sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+// dialRtnl connects to the namespace through its descriptor. The library
+// handle is opened by handle() when policy rules or routes are to be read
+// or changed: a pod in REDIRECT mode never needs it.
+func dialRtnl(ns *Namespace) (*rtnl, error) {
+	r := &rtnl{ns: ns, lo: loopbackIndex}
+	err := ns.Do(func() error {
+		sock, err := nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
 		}
 		r.raw = &nl.SocketHandle{Socket: sock}
-		if withHandle {
-			r.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
-		}
-		return err
+		return nil
 	})
 	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("policy routing: rtnetlink socket in %s: %w", r.where, err)
+		return nil, r.errorf("rtnetlink socket: %w", err)
 	}
 	return r, nil
 }
@@ -287,7 +240,7 @@ func (r *rtnl) handle() (*netlink.Handle, error) {
 	if r.h != nil {
 		return r.h, nil
 	}
-	err := InNamespace(r.path, func() error {
+	err := r.ns.Do(func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		r.h = h
 		return err
@@ -357,7 +310,7 @@ func routeIsOurs(msg []byte) bool {
 }
 
 func (r *rtnl) errorf(format string, args ...any) error {
-	return fmt.Errorf("policy routing in %s: "+format, append([]any{r.where}, args...)...)
+	return fmt.Errorf("policy routing in %s: "+format, append([]any{r.ns}, args...)...)
 }
 
 // journal records applied changes as their inverses, to revert them.
@@ -371,27 +324,6 @@ func (j journal) revert(r *rtnl) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// reconcile makes the namespace hold exactly want among our objects (the
-// parts phase selects). New objects are added before stale ones are
-// removed, routes before the rules pointing at them, so traffic is never
-// sent to an empty table.
-func (r *rtnl) reconcile(want routingState, j *journal, phase routingPhase) error {
-	want = r.located(want)
-	have, err := r.snapshot()
-	if err != nil {
-		return err
-	}
-	if phase&addMissing != 0 {
-		if err := r.addMissing(want, have, j); err != nil {
-			return err
-		}
-	}
-	if phase&removeStale != 0 {
-		return r.removeStale(want, have, j)
-	}
-	return nil
 }
 
 // located fills in lo's index in the wanted routes.
@@ -431,8 +363,12 @@ func (r *rtnl) snapshot() (snapshot, error) {
 	return s, err
 }
 
-// addMissing adds what want holds and have lacks, journaling each change.
-func (r *rtnl) addMissing(want routingState, have snapshot, j *journal) error {
+// addMissing adds what want holds and have lacks, journaling each change:
+// addresses, then routes, then the rules pointing at them, so traffic is
+// never sent to an empty table. A route of ours that holds the wanted slot
+// but differs (changed by hand) is replaced, and dropped from have so that
+// pruning does not delete the repaired slot.
+func (r *rtnl) addMissing(want routingState, have *snapshot, j *journal) error {
 	for _, p := range want.addrs {
 		if slices.ContainsFunc(have.addrs, func(a loAddr) bool { return a.prefix == p }) {
 			continue // ours already, or someone else's we leave alone
@@ -444,6 +380,15 @@ func (r *rtnl) addMissing(want routingState, have snapshot, j *journal) error {
 	}
 	for _, rt := range want.routes {
 		if slices.ContainsFunc(have.routes, func(h netlink.Route) bool { return sameRoute(h, rt) }) {
+			continue
+		}
+		if i := slices.IndexFunc(have.routes, func(h netlink.Route) bool { return sameSlot(h, rt) }); i >= 0 {
+			old := have.routes[i]
+			if err := r.replaceRoute(rt); err != nil {
+				return err
+			}
+			*j = append(*j, func(r *rtnl) error { return r.replaceRoute(old) })
+			have.routes = slices.Delete(have.routes, i, i+1)
 			continue
 		}
 		added, err := r.addRoute(rt)
@@ -464,6 +409,19 @@ func (r *rtnl) addMissing(want routingState, have snapshot, j *journal) error {
 		*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
 	}
 	return nil
+}
+
+// sameSlot reports whether two default routes occupy the same place: same
+// family, table and type (the kernel refuses a second one there).
+func sameSlot(a, b netlink.Route) bool {
+	ones := func(r netlink.Route) int {
+		if r.Dst == nil {
+			return 0
+		}
+		n, _ := r.Dst.Mask.Size()
+		return n
+	}
+	return a.Family == b.Family && a.Table == b.Table && a.Type == b.Type && ones(a) == 0 && ones(b) == 0
 }
 
 // removeStale removes what have holds of ours that want does not (and
@@ -512,24 +470,22 @@ func sameRule(a, b netlink.Rule) bool {
 		a.Src == nil && a.Dst == nil && a.IifName == "" && a.OifName == "" && !a.Invert && a.Goto < 0
 }
 
-func sameRoute(a, b netlink.Route) bool {
-	ones := func(r netlink.Route) int {
-		if r.Dst == nil {
-			return 0
-		}
-		n, _ := r.Dst.Mask.Size()
-		return n
-	}
-	return a.Family == b.Family && a.Table == b.Table && a.Type == b.Type && ones(a) == 0 && ones(b) == 0 &&
-		a.LinkIndex == b.LinkIndex
-}
+func sameRoute(a, b netlink.Route) bool { return sameSlot(a, b) && a.LinkIndex == b.LinkIndex }
 
 func ruleText(r netlink.Rule) string {
-	return fmt.Sprintf("ip %srule fwmark %#x lookup %d", v6Flag(r.Family), r.Mark, r.Table)
+	mask := ""
+	if r.Mask != nil && *r.Mask != fullMask {
+		mask = fmt.Sprintf("/%#x", *r.Mask)
+	}
+	return fmt.Sprintf("ip %srule fwmark %#x%s lookup %d", v6Flag(r.Family), r.Mark, mask, r.Table)
 }
 
 func routeText(r netlink.Route) string {
-	return fmt.Sprintf("ip %sroute local default dev lo table %d", v6Flag(r.Family), r.Table)
+	dev := "lo"
+	if r.LinkIndex != loopbackIndex {
+		dev = fmt.Sprintf("(index %d)", r.LinkIndex)
+	}
+	return fmt.Sprintf("ip %sroute local default dev %s table %d", v6Flag(r.Family), dev, r.Table)
 }
 
 func v6Flag(family int) string {
@@ -658,7 +614,19 @@ func (r *rtnl) addRoute(rt netlink.Route) (added bool, err error) {
 			return false, nil
 		}
 	}
-	return false, r.errorf("add %q: table %d already has a different default route; choose another route table (-r)", routeText(rt), rt.Table)
+	return false, r.errorf("add %q: table %d already has a different default route; choose another route table", routeText(rt), rt.Table)
+}
+
+// replaceRoute puts rt in its slot in place of the route of ours there.
+func (r *rtnl) replaceRoute(rt netlink.Route) error {
+	h, err := r.handle()
+	if err != nil {
+		return err
+	}
+	if err := h.RouteReplace(&rt); err != nil {
+		return r.errorf("replace the route of table %d with %q: %w", rt.Table, routeText(rt), err)
+	}
+	return nil
 }
 
 // delRoute deletes one of our routes; the protocol in the request makes the

@@ -1,0 +1,151 @@
+package nfintercept
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+
+	"github.com/nfintercept/nfintercept/kernel"
+	"github.com/nfintercept/nfintercept/nft"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+// nsKernel is what the orchestration needs from one namespace. realKernel
+// goes to the kernel through one Namespace; the tests' fake keeps the
+// state in memory, so ordering and rollback are tested without root.
+type nsKernel interface {
+	fmt.Stringer
+	Lock(ctx context.Context) (unlock func(), err error)
+	Addrs() ([]kernel.IfAddr, error)
+	Generation() (uint32, error)
+	OurTables() ([]string, error)
+	Commit(ctx context.Context, msgs []netlink.Message) error
+	TablesDrift(rs *translate.Ruleset) (*nft.Drift, error)
+	BeginRouting(rs *translate.Ruleset) (routingChange, error)
+	RoutingDiff(rs *translate.Ruleset) ([]kernel.RoutingDrift, error)
+	CleanupRouting() error
+	Close()
+}
+
+// routingChange is kernel.RoutingChange: Undo what Begin added, or Prune
+// what is no longer wanted.
+type routingChange interface {
+	Undo() error
+	Prune() error
+}
+
+// realKernel opens its sockets on first use, all through ns, and keeps
+// them until Close.
+type realKernel struct {
+	ns      *kernel.Namespace
+	nf      *kernel.NFTablesConn
+	routing *kernel.Routing
+}
+
+func (k *realKernel) String() string { return k.ns.String() }
+
+func (k *realKernel) Lock(ctx context.Context) (func(), error) { return k.ns.Lock(ctx) }
+
+func (k *realKernel) Addrs() ([]kernel.IfAddr, error) { return kernel.Addrs(k.ns) }
+
+func (k *realKernel) conn() (*kernel.NFTablesConn, error) {
+	if k.nf == nil {
+		c, err := kernel.DialNFTables(k.ns)
+		if err != nil {
+			return nil, err
+		}
+		k.nf = c
+	}
+	return k.nf, nil
+}
+
+func (k *realKernel) Generation() (uint32, error) {
+	c, err := k.conn()
+	if err != nil {
+		return 0, err
+	}
+	return c.Generation()
+}
+
+func (k *realKernel) OurTables() ([]string, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	return nft.OurTables(c)
+}
+
+func (k *realKernel) Commit(ctx context.Context, msgs []netlink.Message) error {
+	c, err := k.conn()
+	if err != nil {
+		return err
+	}
+	return c.Commit(ctx, msgs)
+}
+
+func (k *realKernel) snapshot() (*nft.Snapshot, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	return nft.Read(c)
+}
+
+func (k *realKernel) TablesDrift(rs *translate.Ruleset) (*nft.Drift, error) {
+	s, err := k.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return nft.Compare(rs, s)
+}
+
+func (k *realKernel) route() (*kernel.Routing, error) {
+	if k.routing == nil {
+		r, err := kernel.OpenRouting(k.ns)
+		if err != nil {
+			return nil, err
+		}
+		k.routing = r
+	}
+	return k.routing, nil
+}
+
+func (k *realKernel) BeginRouting(rs *translate.Ruleset) (routingChange, error) {
+	r, err := k.route()
+	if err != nil {
+		return nil, err
+	}
+	return r.Begin(rs)
+}
+
+func (k *realKernel) RoutingDiff(rs *translate.Ruleset) ([]kernel.RoutingDrift, error) {
+	r, err := k.route()
+	if err != nil {
+		return nil, err
+	}
+	return r.Diff(rs)
+}
+
+func (k *realKernel) CleanupRouting() error {
+	r, err := k.route()
+	if err != nil {
+		return err
+	}
+	return r.Cleanup()
+}
+
+// Close releases the sockets. The nf_tables socket is closed in the
+// background: after a batch that deleted tables, closing waits out the
+// kernel's deferred cleanup (an RCU grace period), which the caller need
+// not wait for.
+func (k *realKernel) Close() {
+	if k.nf != nil {
+		go k.nf.Close()
+		k.nf = nil
+	}
+	if k.routing != nil {
+		k.routing.Close()
+		k.routing = nil
+	}
+}

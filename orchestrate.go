@@ -1,0 +1,96 @@
+package nfintercept
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nfintercept/nfintercept/kernel"
+	"github.com/nfintercept/nfintercept/nft"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+// The ordering rules, written once. The nftables batch is atomic; what
+// must never be seen is capture rules (TPROXY) without the policy routing
+// that delivers what they mark. So:
+//   - routing is added before the batch that may need it, and removed
+//     only after the batch that stops needing it;
+//   - after a batch fails, whether it was committed is read from the
+//     kernel (generation, then a read back), never assumed from the error:
+//     routing is rolled back only for a batch known not to be committed.
+
+// change brings the namespace to rs (tables named in extra are deleted
+// too). The caller holds the namespace lock.
+func change(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) error {
+	routing, err := k.BeginRouting(rs)
+	if err != nil {
+		return err
+	}
+	gen, genErr := k.Generation()
+	if err := nft.Replace(ctx, k, rs, extra); err != nil {
+		err = fmt.Errorf("replace nfintercept tables in %s: %w", k, err)
+		committed, cerr := committed(k, rs, err, gen, genErr)
+		switch {
+		case cerr != nil:
+			// Unknown outcome: keep the routing, which is harmless extra
+			// if the batch was not committed and needed if it was.
+			return fmt.Errorf("%w (could not tell whether it was committed, policy routing kept: %v)", err, cerr)
+		case !committed:
+			if uerr := routing.Undo(); uerr != nil {
+				return fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
+			}
+			return err
+		}
+		// The kernel committed it: go on as after a success.
+	}
+	if err := routing.Prune(); err != nil {
+		return fmt.Errorf("rules applied, but removing policy routing no longer needed failed: %w", err)
+	}
+	return nil
+}
+
+// cleanup deletes our tables, then our routing. The caller holds the
+// namespace lock.
+func cleanup(ctx context.Context, k nsKernel) error {
+	existing, err := k.OurTables()
+	if err != nil {
+		return fmt.Errorf("clean up %s: %w", k, err)
+	}
+	gen, genErr := k.Generation()
+	if err := nft.Delete(ctx, k, existing); err != nil {
+		err = fmt.Errorf("clean up nfintercept tables in %s: %w", k, err)
+		gone, cerr := committed(k, &translate.Ruleset{}, err, gen, genErr)
+		if cerr != nil {
+			return fmt.Errorf("%w (could not tell whether it was committed, policy routing kept: %v)", err, cerr)
+		}
+		if !gone {
+			return err // routing stays with the tables that need it
+		}
+	}
+	if err := k.CleanupRouting(); err != nil {
+		return fmt.Errorf("clean up %s: tables removed, but %w", k, err)
+	}
+	return nil
+}
+
+// committed decides, after the batch for rs failed with err, whether the
+// kernel committed it: a refusal or a failed send means no; a lost verdict
+// is settled by the ruleset generation (unchanged: no) and then by reading
+// our tables back (as rs wants them: yes).
+func committed(k nsKernel, rs *translate.Ruleset, err error, gen uint32, genErr error) (bool, error) {
+	var amb *kernel.AmbiguousError
+	if !errors.As(err, &amb) {
+		return false, nil
+	}
+	if genErr == nil {
+		now, err := k.Generation()
+		if err == nil && now == gen {
+			return false, nil
+		}
+	}
+	d, err := k.TablesDrift(rs)
+	if err != nil {
+		return false, err
+	}
+	return d.InSync(), nil
+}
