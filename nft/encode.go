@@ -12,14 +12,14 @@ import (
 // maxSetChunk caps the elements of an anonymous set, which the library
 // encodes in one message: v0.3.0 packs them into one netlink attribute
 // whose 16-bit length silently overflows (elements get lost) past ~64 KiB.
-// It also chunks named sets encoded by the library (encoder without txn).
 const maxSetChunk = 1000
 
-// encoder queues lowered tables on a library Conn: either a real one, or
-// the one of a txn, which then also takes the named sets' elements.
+// encoder queues lowered tables into a txn: tables, chains, sets and
+// anonymous sets through the library's Conn (txn.lib), named sets'
+// elements and rules encoded directly.
 type encoder struct {
-	txn  *txn           // nil: elements and rules go through the library too
-	conn *nftables.Conn // txn.lib when txn is set
+	txn  *txn
+	conn *nftables.Conn // txn.lib
 	// queued: conn holds messages not yet taken into txn, which must go
 	// before the next message encoded directly.
 	queued bool
@@ -107,7 +107,7 @@ func (e *encoder) addTable(lt *loweredTable) error {
 			for _, s := range r.stmts {
 				exprs = append(exprs, s.exprs(e)...)
 			}
-			if e.txn == nil || e.libRules {
+			if e.libRules {
 				e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: chains[i], Exprs: exprs})
 				e.queued = true
 				continue
@@ -128,25 +128,14 @@ func (e *encoder) addTable(lt *loweredTable) error {
 	return nil
 }
 
-// addElements queues the elements of a named set: encoded directly into
-// the transaction, or through the library in chunks of maxSetChunk.
+// addElements queues the elements of a named set, encoded directly into
+// the transaction after the set itself.
 func (e *encoder) addElements(table string, ks *nftables.Set, s *setRef) error {
-	if e.txn != nil {
-		e.queued = true // the set itself
-		if err := e.take(); err != nil {
-			return err
-		}
-		e.txn.msgs = append(e.txn.msgs, setElemMsgs(table, s.name, ks.ID, s)...)
-		return nil
+	e.queued = true // the set itself
+	if err := e.take(); err != nil {
+		return err
 	}
-	elems := s.elements()
-	for len(elems) > 0 {
-		n := min(len(elems), maxSetChunk)
-		if err := e.conn.SetAddElements(ks, elems[:n]); err != nil {
-			return err
-		}
-		elems = elems[n:]
-	}
+	e.txn.msgs = append(e.txn.msgs, setElemMsgs(table, s.name, ks.ID, s)...)
 	return nil
 }
 

@@ -18,9 +18,9 @@ const maxElemList = 0xffff
 // instead of through per-element attribute slices, and split by size.
 func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
 	var head []byte
-	head = appendAttr(head, unix.NFTA_SET_NAME, cstring(name))
-	head = binary.BigEndian.AppendUint32(appendAttrHeader(head, unix.NFTA_LOOKUP_SET_ID, 4), id)
-	head = appendAttr(head, unix.NFTA_SET_TABLE, cstring(table))
+	head = appendAttr(head, unix.NFTA_SET_ELEM_LIST_SET, cstring(name))
+	head = binary.BigEndian.AppendUint32(appendAttrHeader(head, unix.NFTA_SET_ELEM_LIST_SET_ID, 4), id)
+	head = appendAttr(head, unix.NFTA_SET_ELEM_LIST_TABLE, cstring(table))
 
 	keyLen := s.keyLen()
 	valueAttr := 4 + keyLen          // NFTA_DATA_VALUE

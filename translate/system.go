@@ -2,9 +2,11 @@ package translate
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"strconv"
+	"syscall"
 )
 
 // System answers the questions about the machine a Config depends on, so
@@ -41,7 +43,36 @@ func (hostSystem) LookupGroup(name string) (uint32, error) {
 }
 
 func (hostSystem) ReadResolvConf() ([]byte, error) {
-	return os.ReadFile(ResolvConfPath)
+	return readResolvConf(ResolvConfPath)
+}
+
+// maxResolvConf bounds what is read of a resolv.conf: real ones are a few
+// hundred bytes; a huge or endless one (a device) must not exhaust memory.
+const maxResolvConf = 1 << 20
+
+// readResolvConf reads a regular file of at most maxResolvConf bytes. It
+// is opened non-blocking, so a FIFO in its place cannot hang the caller.
+func readResolvConf(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxResolvConf+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxResolvConf {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxResolvConf)
+	}
+	return data, nil
 }
 
 func parseID(kind, name, id string) (uint32, error) {

@@ -307,6 +307,10 @@ func ifaceProblem(name string) string {
 		return fmt.Sprintf("interface name %q is longer than %d bytes", name, maxIfaceLen)
 	case strings.ContainsAny(name, "/\x00") || strings.ContainsFunc(name, isSpace):
 		return fmt.Sprintf("interface name %q contains whitespace, '/' or NUL", name)
+	case strings.ContainsAny(name, `*"\`):
+		// Refused by the kernel step, and not writable in nft's syntax:
+		// refused here, before anything is touched.
+		return fmt.Sprintf("interface name %q contains '*', '\"' or '\\'", name)
 	case strings.Contains(strings.TrimSuffix(name, "+"), "+"):
 		return fmt.Sprintf("interface name %q has '+' other than at the end (the wildcard)", name)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,22 +33,7 @@ type Listener struct {
 	Tag  string
 	Addr string // as bound
 
-	mu      sync.Mutex
-	replies []Reply
-	closer  func() error
-}
-
-// Seen returns a copy of the replies sent so far.
-func (l *Listener) Seen() []Reply {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]Reply(nil), l.replies...)
-}
-
-func (l *Listener) record(r Reply) {
-	l.mu.Lock()
-	l.replies = append(l.replies, r)
-	l.mu.Unlock()
+	closer func() error
 }
 
 // ListenOptions tunes a listener.
@@ -116,7 +100,6 @@ func (l *Listener) serveTCP(c *net.TCPConn) {
 	if od, err := OriginalDst(c); err == nil {
 		r.OrigDst = od.String()
 	}
-	l.record(r)
 	_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_ = json.NewEncoder(c).Encode(r)
 }
@@ -159,7 +142,6 @@ func ListenUDP(t testing.TB, nsPath, addr, tag string, opts ListenOptions) *List
 				local = netip.AddrPortFrom(dst, uint16(uc.LocalAddr().(*net.UDPAddr).Port)).String()
 			}
 			r := Reply{Tag: tag, Local: local, Remote: from.String()}
-			l.record(r)
 			b, _ := json.Marshal(r)
 			_, _, _ = uc.WriteMsgUDPAddrPort(b, replyOOB, from)
 		}
