@@ -2,6 +2,7 @@ package nfintercept
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/mdlayher/netlink"
@@ -81,7 +82,15 @@ func (k *realKernel) Commit(ctx context.Context, msgs []netlink.Message) error {
 	if err != nil {
 		return err
 	}
-	return c.Commit(ctx, msgs)
+	err = c.Commit(ctx, msgs)
+	var amb *kernel.AmbiguousError
+	if errors.As(err, &amb) {
+		// Unread replies may still be queued on the socket: what is asked
+		// next (the generation, a read back) goes over a fresh one.
+		go c.Close()
+		k.nf = nil
+	}
+	return err
 }
 
 func (k *realKernel) snapshot() (*nft.Snapshot, error) {

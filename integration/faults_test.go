@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -44,16 +42,10 @@ func faultNS(t testing.TB) (name, path string) {
 	return name, path
 }
 
-// cliRun is one CLI run: its exit status and output.
-type cliRun struct {
-	code           int
-	stdout, stderr string
-}
-
 // runWrapped runs the CLI inside a throwaway namespace (unshare -n), under
 // the given wrapper (strace ...) when not empty, and kills it after a
 // minute: a hang is a failure, reported as exit -1.
-func runWrapped(t *testing.T, wrapper []string, args ...string) cliRun {
+func runWrapped(t *testing.T, wrapper []string, args ...string) cliResult {
 	t.Helper()
 	argv := append([]string{"-n"}, wrapper...)
 	argv = append(append(argv, cliBinary(t)), args...)
@@ -61,21 +53,7 @@ func runWrapped(t *testing.T, wrapper []string, args ...string) cliRun {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, lookPath(t, "unshare"), argv...)
 	cmd.Env = []string{"PATH=/nonexistent"}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := cliRun{stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		r.code = -1
-	case err == nil:
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	default:
-		t.Fatalf("running the CLI: %v", err)
-	}
-	return r
+	return runResult(t, cmd)
 }
 
 // inject is the strace wrapper failing the when-th call of syscalls with

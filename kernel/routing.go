@@ -373,10 +373,13 @@ func (r *rtnl) addMissing(want routingState, have *snapshot, j *journal) error {
 		if slices.ContainsFunc(have.addrs, func(a loAddr) bool { return a.prefix == p }) {
 			continue // ours already, or someone else's we leave alone
 		}
-		if err := r.addAddr(p); err != nil {
+		err := r.addAddr(p)
+		if err == nil || lostAck(err) {
+			*j = append(*j, func(r *rtnl) error { return r.delAddr(p, true) })
+		}
+		if err != nil {
 			return err
 		}
-		*j = append(*j, func(r *rtnl) error { return r.delAddr(p, true) })
 	}
 	for _, rt := range want.routes {
 		if slices.ContainsFunc(have.routes, func(h netlink.Route) bool { return sameRoute(h, rt) }) {
@@ -392,23 +395,35 @@ func (r *rtnl) addMissing(want routingState, have *snapshot, j *journal) error {
 			continue
 		}
 		added, err := r.addRoute(rt)
+		if added || lostAck(err) {
+			*j = append(*j, func(r *rtnl) error { return r.delRoute(rt, true) })
+		}
 		if err != nil {
 			return err
-		}
-		if added {
-			*j = append(*j, func(r *rtnl) error { return r.delRoute(rt, true) })
 		}
 	}
 	for _, ru := range want.rules {
 		if slices.ContainsFunc(have.rules, func(h netlink.Rule) bool { return sameRule(h, ru) }) {
 			continue
 		}
-		if err := r.addRule(ru); err != nil {
+		err := r.addRule(ru)
+		if err == nil || lostAck(err) {
+			*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
+		}
+		if err != nil {
 			return err
 		}
-		*j = append(*j, func(r *rtnl) error { return r.delRule(ru, true) })
 	}
 	return nil
+}
+
+// lostAck reports whether an add failed in a way that may have left the
+// object added (its answer was not read): the rollback then deletes it if
+// present. Only our own objects match the deletes (protocol 201), except
+// addresses, which a refusal (EEXIST: someone else's) never reaches here.
+func lostAck(err error) bool {
+	return err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.EINVAL) &&
+		!errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOPNOTSUPP)
 }
 
 // sameSlot reports whether two default routes occupy the same place: same
