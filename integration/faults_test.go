@@ -359,3 +359,32 @@ func TestBadInputExitCodes(t *testing.T) {
 		t.Errorf("--help does not document exit 2 for a bad namespace:\n%s", r.stderr)
 	}
 }
+
+// TestKillDuringModeSwitches: the CLI switching between REDIRECT and
+// TPROXY (both ways, with new routing each time) killed at random moments
+// never leaves TPROXY rules without their routing.
+func TestKillDuringModeSwitches(t *testing.T) {
+	ns, path := faultNS(t)
+	redirect := []string{"-u", "1337", "-b", "*", "-i", "*", "--dual-stack", "--network-namespace", path}
+	tproxy := append(append([]string{}, tproxyArgs...), "--network-namespace", path)
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for i := range 60 {
+		from, to := redirect, tproxy
+		if i%2 == 1 {
+			from, to = tproxy, redirect
+		}
+		if r := runWrapped(t, nil, from...); r.code != 0 {
+			t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
+		}
+		cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, to...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Int63n(int64(20 * time.Millisecond))))
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if m := captureWithoutRouting(t, ns); m != "" {
+			t.Fatalf("kill %d: TPROXY rules without %s", i, m)
+		}
+	}
+}
