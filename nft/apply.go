@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -82,16 +82,7 @@ func commitTables(ctx context.Context, c Committer, build func(destroy bool) ([]
 // NEWTABLE+DELTABLE (the add makes the delete safe), which always leaves a
 // deletion for the kernel to clean up.
 func replaceMsgs(tables []*loweredTable, extra []string, destroy bool) ([]netlink.Message, error) {
-	return buildTxn(tables, extra, destroy, false)
-}
-
-// buildTxn is replaceMsgs; libRules has the library encode the rules
-// (tests compare both encodings).
-func buildTxn(tables []*loweredTable, extra []string, destroy, libRules bool) ([]netlink.Message, error) {
-	t, err := newTxn()
-	if err != nil {
-		return nil, err
-	}
+	e := &encoder{}
 	names := replacedTables(tables)
 	for _, n := range extra {
 		if !slices.Contains(names, n) {
@@ -100,26 +91,17 @@ func buildTxn(tables []*loweredTable, extra []string, destroy, libRules bool) ([
 	}
 	for _, name := range names {
 		if destroy {
-			t.destroyTable(name)
+			e.msgs = append(e.msgs, destroyTableMsg(name))
 			continue
 		}
-		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
-		t.lib.AddTable(tb)
-		t.lib.DelTable(tb)
-		if err := t.take(); err != nil {
-			return nil, err
-		}
+		e.msgs = append(e.msgs, tableMsg(unix.NFT_MSG_NEWTABLE, name), tableMsg(unix.NFT_MSG_DELTABLE, name))
 	}
-	enc := &encoder{txn: t, conn: t.lib, libRules: libRules}
 	for _, lt := range tables {
-		if err := enc.addTable(lt); err != nil {
+		if err := e.addTable(lt); err != nil {
 			return nil, err
 		}
 	}
-	if err := t.take(); err != nil {
-		return nil, err
-	}
-	return t.msgs, nil
+	return e.msgs, nil
 }
 
 // replacedTables names every table a replacement deletes first: each known

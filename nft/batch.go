@@ -2,19 +2,15 @@ package nft
 
 import (
 	"encoding/binary"
-	"fmt"
 	"sync/atomic"
 
-	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// A transaction is assembled here, and sent by package kernel rather than
-// by google/nftables' Flush. The library still marshals tables, chains, sets
-// and rules (captured through its test-dial hook, never sent by it); set
-// elements are encoded directly (there can be 100,000s of them) and the
-// table replacement is ours. Owning the batch gives what v0.3.0 cannot:
+// A transaction is encoded here (encode.go, rulemsg.go, setelems.go) and
+// sent by package kernel, rather than by google/nftables' Flush, whose
+// expression types are the rule vocabulary and whose marshalling is the
+// tests' oracle. Owning the batch gives what v0.3.0 cannot:
 //
 //   - DESTROYTABLE (Linux 6.3+) instead of NEWTABLE+DELTABLE to replace our
 //     tables. In a namespace without them the batch then deletes nothing,
@@ -34,52 +30,6 @@ const (
 // noDestroy is set once the kernel rejected DESTROYTABLE; from then on
 // tables are replaced the old way (NEWTABLE+DELTABLE).
 var noDestroy atomic.Bool
-
-// txn is one nf_tables batch being assembled.
-type txn struct {
-	lib  *nftables.Conn // marshals into msgs through capture
-	msgs []netlink.Message
-}
-
-func newTxn() (*txn, error) {
-	t := &txn{}
-	// Lasting: one fake connection for every take, not one per Flush.
-	lib, err := nftables.New(nftables.WithTestDial(t.capture), nftables.AsLasting())
-	if err != nil {
-		return nil, fmt.Errorf("netlink encoder: %w", err)
-	}
-	t.lib = lib
-	return t, nil
-}
-
-// capture receives what the library's Flush would have sent: the batch
-// begin, the queued messages and the batch end. Acks it then waits for are
-// answered with nothing, which it accepts.
-func (t *txn) capture(req []netlink.Message) ([]netlink.Message, error) {
-	if len(req) >= 2 && req[0].Header.Type == unix.NFNL_MSG_BATCH_BEGIN {
-		t.msgs = append(t.msgs, req[1:len(req)-1]...)
-	}
-	return nil, nil
-}
-
-// take moves the messages queued on the library Conn into t, so that our
-// own messages can follow them.
-func (t *txn) take() error {
-	if err := t.lib.Flush(); err != nil {
-		return fmt.Errorf("netlink encoding: %w", err)
-	}
-	return nil
-}
-
-// destroyTable queues "destroy table inet NAME": delete it if it exists.
-func (t *txn) destroyTable(name string) {
-	data := nfgenHeader(unix.NFPROTO_INET)
-	data = appendAttr(data, unix.NFTA_TABLE_NAME, cstring(name))
-	t.msgs = append(t.msgs, netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(nftSubsys | msgDestroyTable), Flags: netlink.Request},
-		Data:   data,
-	})
-}
 
 // --- attribute encoding (native-endian TLV headers, 4-byte aligned) ---
 

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/google/nftables"
@@ -19,24 +16,6 @@ import (
 	"github.com/nfintercept/nfintercept/kernel"
 	"github.com/nfintercept/nfintercept/translate"
 )
-
-var batchNS atomic.Int32
-
-// batchNetns is newNetns with the batch tests' own name prefix.
-func batchNetns(t *testing.T) (name, path string) {
-	t.Helper()
-	requireRoot(t)
-	name = fmt.Sprintf("nfi-bn-nft-%d-%d", os.Getpid(), batchNS.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name, "/var/run/netns/" + name
-}
 
 // elemCount counts the list items of a NEWSETELEM message.
 func elemCount(t *testing.T, m netlink.Message) int {
@@ -186,8 +165,8 @@ func TestReplaceTxnDeletesNothingNew(t *testing.T) {
 // TestFallbackReplaceMatchesDestroy: both ways of replacing the tables
 // leave the same ruleset, in a fresh namespace and over a previous one.
 func TestFallbackReplaceMatchesDestroy(t *testing.T) {
-	nsA, pathA := batchNetns(t)
-	nsB, pathB := batchNetns(t)
+	nsA, pathA := newNetnsRoot(t)
+	nsB, pathB := newNetnsRoot(t)
 	for name, cfg := range realisticConfigs() {
 		tables, err := lowerRuleset(translate.Build(cfg))
 		if err != nil {
@@ -213,7 +192,7 @@ func TestFallbackReplaceMatchesDestroy(t *testing.T) {
 
 // TestRefusalNamesMessage: a rule the kernel refuses is named in the error.
 func TestRefusalNamesMessage(t *testing.T) {
-	_, path := batchNetns(t)
+	_, path := newNetnsRoot(t)
 	bad := fullRuleset()
 	mangle := bad.Tables[1]
 	c := mangle.Chains[2]

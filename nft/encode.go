@@ -1,35 +1,32 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
 
-// maxSetChunk caps the elements of an anonymous set, which the library
-// encodes in one message: v0.3.0 packs them into one netlink attribute
-// whose 16-bit length silently overflows (elements get lost) past ~64 KiB.
+// maxSetChunk caps the elements of an anonymous set, which goes in one
+// NEWSETELEM message whose element list has a 16-bit length (google/nftables
+// v0.3.0 silently loses elements past it; the cap keeps both encodings
+// comparable).
 const maxSetChunk = 1000
 
-// encoder queues lowered tables into a txn: tables, chains, sets and
-// anonymous sets through the library's Conn (txn.lib), named sets'
-// elements and rules encoded directly.
+// encoder appends lowered tables to a batch as nf_tables messages: one
+// encoder for tables, chains, sets, elements and rules. The bytes are those
+// google/nftables produces for the same objects (its marshalling serves as
+// the oracle in tests, never here).
 type encoder struct {
-	txn  *txn
-	conn *nftables.Conn // txn.lib
-	// queued: conn holds messages not yet taken into txn, which must go
-	// before the next message encoded directly.
-	queued bool
-	// libRules makes the library encode rules even with a txn (tests
-	// compare both encodings).
-	libRules bool
-	table    *nftables.Table
-	named    map[*setRef]*nftables.Set
-	nextID   uint32
-	err      error
+	msgs   []netlink.Message
+	table  *nftables.Table
+	named  map[*setRef]*nftables.Set
+	nextID uint32
 }
 
 // id returns a set ID unique within the batch. IDs are assigned here, not
@@ -37,12 +34,6 @@ type encoder struct {
 func (e *encoder) id() uint32 {
 	e.nextID++
 	return e.nextID
-}
-
-func (e *encoder) setErr(err error) {
-	if e.err == nil {
-		e.err = err
-	}
 }
 
 // bind implements setBinder: named sets were declared with the table;
@@ -60,102 +51,129 @@ func (e *encoder) bind(s *setRef) *nftables.Set {
 		Interval:  s.interval(),
 		KeyType:   s.keyType(),
 	}
-	if err := e.conn.AddSet(ks, s.elements()); err != nil {
-		e.setErr(fmt.Errorf("anonymous set: %w", err))
-	}
-	e.queued = true
+	e.msgs = append(e.msgs, setMsg(ks, len(s.elements())))
+	e.msgs = append(e.msgs, setElemMsgs(e.table.Name, ks.Name, ks.ID, s)...)
 	return ks
 }
 
-// take moves what the library queued into the transaction.
-func (e *encoder) take() error {
-	if !e.queued {
-		return nil
-	}
-	e.queued = false
-	return e.txn.take()
-}
-
-// addTable queues the table, its chains, named sets (elements chunked) and
-// rules.
+// addTable appends the table, its chains, named sets with their elements,
+// and rules.
 func (e *encoder) addTable(lt *loweredTable) error {
-	e.table = e.conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: lt.name})
+	e.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: lt.name}
 	e.named = map[*setRef]*nftables.Set{}
-	e.queued = true
-
-	chains := make([]*nftables.Chain, len(lt.chains))
-	for i, lc := range lt.chains {
-		c, err := kernelChain(e.table, lc)
+	e.msgs = append(e.msgs, tableMsg(unix.NFT_MSG_NEWTABLE, lt.name))
+	for _, lc := range lt.chains {
+		m, err := chainMsg(lt.name, lc)
 		if err != nil {
 			return fmt.Errorf("table %s: %w", lt.name, err)
 		}
-		chains[i] = e.conn.AddChain(c)
+		e.msgs = append(e.msgs, m)
 	}
 	for _, s := range lt.sets {
 		ks := &nftables.Set{Table: e.table, Name: s.name, ID: e.id(), Interval: true, KeyType: s.keyType()}
-		if err := e.conn.AddSet(ks, nil); err != nil {
-			return fmt.Errorf("table %s set %s: %w", lt.name, s.name, err)
-		}
-		if err := e.addElements(lt.name, ks, s); err != nil {
-			return fmt.Errorf("table %s set %s: %w", lt.name, s.name, err)
-		}
+		e.msgs = append(e.msgs, setMsg(ks, 0))
+		e.msgs = append(e.msgs, setElemMsgs(lt.name, s.name, ks.ID, s)...)
 		e.named[s] = ks
 	}
-	for i, lc := range lt.chains {
+	for _, lc := range lt.chains {
 		for _, r := range lc.rules {
 			var exprs []expr.Any
 			for _, s := range r.stmts {
 				exprs = append(exprs, s.exprs(e)...)
 			}
-			if e.libRules {
-				e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: chains[i], Exprs: exprs})
-				e.queued = true
-				continue
-			}
-			if err := e.take(); err != nil {
-				return fmt.Errorf("table %s: %w", lt.name, err)
-			}
 			m, err := ruleMsg(lt.name, lc.name, exprs)
 			if err != nil {
 				return fmt.Errorf("table %s chain %s: %w", lt.name, lc.name, err)
 			}
-			e.txn.msgs = append(e.txn.msgs, m)
+			e.msgs = append(e.msgs, m)
 		}
 	}
-	if e.err != nil {
-		return fmt.Errorf("table %s: %w", lt.name, e.err)
-	}
 	return nil
 }
 
-// addElements queues the elements of a named set, encoded directly into
-// the transaction after the set itself.
-func (e *encoder) addElements(table string, ks *nftables.Set, s *setRef) error {
-	e.queued = true // the set itself
-	if err := e.take(); err != nil {
-		return err
+// nftMsg is one nf_tables request of the inet family.
+func nftMsg(typ uint16, flags netlink.HeaderFlags, b attrBuf) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(nftSubsys | typ), Flags: netlink.Request | flags},
+		Data:   b,
 	}
-	e.txn.msgs = append(e.txn.msgs, setElemMsgs(table, s.name, ks.ID, s)...)
-	return nil
 }
 
-// kernelChain maps a model chain to a library chain; base chains get
+func inetHeader() attrBuf { return attrBuf(nfgenHeader(unix.NFPROTO_INET)) }
+
+// tableMsg is "add table inet NAME" (NEWTABLE) or "delete table inet
+// NAME" (DELTABLE).
+func tableMsg(typ uint16, name string) netlink.Message {
+	b := inetHeader()
+	b.str(unix.NFTA_TABLE_NAME, name)
+	b.u32(unix.NFTA_TABLE_FLAGS, 0)
+	flags := netlink.HeaderFlags(0)
+	if typ == unix.NFT_MSG_NEWTABLE {
+		flags = netlink.Create
+	}
+	return nftMsg(typ, flags, b)
+}
+
+// destroyTableMsg is "destroy table inet NAME": delete it if it exists.
+func destroyTableMsg(name string) netlink.Message {
+	b := inetHeader()
+	b.str(unix.NFTA_TABLE_NAME, name)
+	return nftMsg(msgDestroyTable, 0, b)
+}
+
+// chainMsg is "add chain": base chains with their type, hook, priority and
 // policy accept.
-func kernelChain(t *nftables.Table, lc *loweredChain) (*nftables.Chain, error) {
-	c := &nftables.Chain{Table: t, Name: lc.name}
-	if lc.base == nil {
-		return c, nil
+func chainMsg(table string, lc *loweredChain) (netlink.Message, error) {
+	b := inetHeader()
+	b.str(unix.NFTA_CHAIN_TABLE, table)
+	b.str(unix.NFTA_CHAIN_NAME, lc.name)
+	if lc.base != nil {
+		if err := checkBase(lc.base); err != nil {
+			return netlink.Message{}, fmt.Errorf("chain %s: %w", lc.name, err)
+		}
+		hook := b.open(unix.NFTA_CHAIN_HOOK)
+		b.u32(unix.NFTA_HOOK_HOOKNUM, uint32(hooks[lc.base.Hook]))
+		b.u32(unix.NFTA_HOOK_PRIORITY, uint32(lc.base.Priority))
+		b.close(hook)
+		b.u32(unix.NFTA_CHAIN_POLICY, uint32(nftables.ChainPolicyAccept))
+		b.str(unix.NFTA_CHAIN_TYPE, string(lc.base.Type))
 	}
-	if err := checkBase(lc.base); err != nil {
-		return nil, fmt.Errorf("chain %s: %w", lc.name, err)
+	return nftMsg(unix.NFT_MSG_NEWCHAIN, netlink.Create, b), nil
+}
+
+// nftnlUdataSetKeyByteOrder is NFTNL_UDATA_SET_KEYBYTEORDER: nft records
+// the key byte order (2: big endian) in the set's user data, and so do we
+// for sets nft lists alike.
+const nftnlUdataSetKeyByteOrder = 0
+
+// setMsg is "add set": a named interval set, or an anonymous constant
+// one of n elements.
+func setMsg(s *nftables.Set, n int) netlink.Message {
+	var flags uint32
+	if s.Anonymous {
+		flags |= unix.NFT_SET_ANONYMOUS
 	}
-	hook := hooks[lc.base.Hook]
-	accept := nftables.ChainPolicyAccept
-	c.Type = nftables.ChainType(lc.base.Type)
-	c.Hooknum = nftables.ChainHookRef(hook)
-	c.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(lc.base.Priority))
-	c.Policy = &accept
-	return c, nil
+	if s.Constant {
+		flags |= unix.NFT_SET_CONSTANT
+	}
+	if s.Interval {
+		flags |= unix.NFT_SET_INTERVAL
+	}
+	b := inetHeader()
+	b.str(unix.NFTA_SET_TABLE, s.Table.Name)
+	b.str(unix.NFTA_SET_NAME, s.Name)
+	b.u32(unix.NFTA_SET_FLAGS, flags)
+	b.u32(unix.NFTA_SET_KEY_TYPE, s.KeyType.GetNFTMagic())
+	b.u32(unix.NFTA_SET_KEY_LEN, s.KeyType.Bytes)
+	b.u32(unix.NFTA_SET_ID, s.ID)
+	if s.Constant {
+		desc := b.open(unix.NFTA_SET_DESC)
+		b.u32(unix.NFTA_DATA_VALUE, uint32(n)) // nft's element count
+		b.close(desc)
+	}
+	// One TLV: type, length, value (little-endian, as the library writes it).
+	b.bytes(unix.NFTA_SET_USERDATA, binary.LittleEndian.AppendUint32([]byte{nftnlUdataSetKeyByteOrder, 4}, 2))
+	return nftMsg(unix.NFT_MSG_NEWSET, netlink.Create, b)
 }
 
 func checkBase(b *translate.BaseChain) error {

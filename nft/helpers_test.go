@@ -47,6 +47,23 @@ func newNetns(t *testing.T) (name, path string) {
 	return name, "/var/run/netns/" + name
 }
 
+// newNetnsRoot is newNetns for tests that need root (skipped otherwise).
+func newNetnsRoot(t *testing.T) (name, path string) {
+	t.Helper()
+	requireRoot(t)
+	return newNetns(t)
+}
+
+// newNetnsLoUp is newNetns with lo up.
+func newNetnsLoUp(t *testing.T) (name, path string) {
+	t.Helper()
+	name, path = newNetns(t)
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up in %s: %v: %s", name, err, out)
+	}
+	return name, path
+}
+
 // nftIn runs nft inside the namespace, feeding stdin, and fails on error.
 func nftIn(t *testing.T, ns, stdin string, args ...string) string {
 	t.Helper()

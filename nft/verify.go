@@ -225,9 +225,9 @@ func desiredRuleOf(r kernelRule) (desiredRule, error) {
 	}
 	dr := desiredRule{text: r.String(), exprs: make([]canonExpr, 0, len(exprs))}
 	for _, e := range exprs {
-		raw, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
-		if err != nil {
-			return dr, fmt.Errorf("marshal %T: %w", e, err)
+		var raw attrBuf // as the batch encodes it
+		if err := raw.expr(e); err != nil {
+			return dr, err
 		}
 		ce, err := parseExpr(raw, resolve)
 		if err != nil {

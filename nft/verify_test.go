@@ -1,32 +1,12 @@
 package nft
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/nfintercept/nfintercept/translate"
 )
-
-// rlNetns is newNetns with this file's prefix.
-func rlNetns(t *testing.T) (name, path string) {
-	t.Helper()
-	name = fmt.Sprintf("nfi-rl-nft-%d-%d", os.Getpid(), nsCounter.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up in %s: %v: %s", name, err, out)
-	}
-	return name, "/var/run/netns/" + name
-}
 
 // applyAll installs rs like the root package does: routing, then tables.
 func applyAll(t *testing.T, rs *translate.Ruleset, path string) {
@@ -75,7 +55,7 @@ func TestVerifyInSync(t *testing.T) {
 	requireRoot(t)
 	for name, rs := range verifyRulesets() {
 		t.Run(name, func(t *testing.T) {
-			_, path := rlNetns(t)
+			_, path := newNetnsLoUp(t)
 			d := mustVerify(t, rs, path)
 			if got, want := countKind(d, Missing, "table"), len(rs.Tables); got != want {
 				t.Errorf("empty namespace: %d missing tables, want %d:\n%s", got, want, d)
@@ -229,7 +209,7 @@ func tamperCases() []tamperCase {
 func TestVerifyTamper(t *testing.T) {
 	requireRoot(t)
 	rs := translate.Build(realisticConfigs()["tproxy-dualstack-dns"])
-	ns, path := rlNetns(t)
+	ns, path := newNetnsLoUp(t)
 	for _, tc := range tamperCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			reconcileAll(t, rs, path)
@@ -262,7 +242,7 @@ func TestVerifyTamper(t *testing.T) {
 func TestVerifyIgnoresForeign(t *testing.T) {
 	requireRoot(t)
 	rs := fullRuleset()
-	ns, path := rlNetns(t)
+	ns, path := newNetnsLoUp(t)
 	applyAll(t, rs, path)
 	foreignTable(t, ns)
 	nftIn(t, ns, `
