@@ -29,10 +29,14 @@ import (
 // through its one descriptor. Close it when done.
 type Namespace = kernel.Namespace
 
+// CurrentNamespace names the caller's own network namespace for
+// OpenNamespace.
+const CurrentNamespace = kernel.CurrentNamespace
+
 // OpenNamespace opens the network namespace at pathOrName: a path
 // (/var/run/netns/NAME, /proc/PID/ns/net) or a bare name of /var/run/netns.
 // It must be a network namespace file; "" is an error (the current
-// namespace is /proc/self/ns/net). Errors are *InputError unless the system
+// namespace is CurrentNamespace). Errors are *InputError unless the system
 // ran out of resources.
 func OpenNamespace(pathOrName string) (*Namespace, error) {
 	ns, err := kernel.OpenNamespace(pathOrName)

@@ -146,9 +146,12 @@ func (n *Namespace) Own() bool { return n == nil || n.own }
 // Path is the path the namespace was opened from.
 func (n *Namespace) Path() string { return n.path }
 
+// CurrentNamespace is the path that names the process's own namespace.
+const CurrentNamespace = "/proc/self/ns/net"
+
 // String names the namespace for messages.
 func (n *Namespace) String() string {
-	if n == nil {
+	if n == nil || n.path == CurrentNamespace {
 		return "the current network namespace"
 	}
 	return "network namespace " + n.path

@@ -181,7 +181,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 // openNamespace opens --network-namespace, or the current namespace.
 func openNamespace(pathOrName string) (*nfintercept.Namespace, error) {
 	if pathOrName == "" {
-		pathOrName = "/proc/self/ns/net"
+		pathOrName = nfintercept.CurrentNamespace
 	}
 	ns, err := nfintercept.OpenNamespace(pathOrName)
 	if err != nil {

@@ -40,7 +40,7 @@ func (r Request) Library() (nfintercept.Request, error) {
 // open opens the namespace at path ("" = the current one).
 func open(path string) (*nfintercept.Namespace, error) {
 	if path == "" {
-		path = "/proc/self/ns/net"
+		path = nfintercept.CurrentNamespace
 	}
 	return nfintercept.OpenNamespace(path)
 }
