@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nfintercept/nfintercept/kernel"
 	"github.com/nfintercept/nfintercept/translate"
@@ -158,8 +159,19 @@ func Cleanup(ctx context.Context, ns *Namespace) error {
 	return locked(ctx, k, func() error { return cleanup(ctx, k) })
 }
 
+// LockWait bounds the wait for another nfintercept changing the same
+// namespace when ctx has no deadline (istio-iptables waits 30 s for the
+// xtables lock).
+const LockWait = 30 * time.Second
+
 func locked(ctx context.Context, k nsKernel, fn func() error) error {
-	unlock, err := k.Lock(ctx)
+	lockCtx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		lockCtx, cancel = context.WithTimeout(ctx, LockWait)
+		defer cancel()
+	}
+	unlock, err := k.Lock(lockCtx)
 	if err != nil {
 		return err
 	}

@@ -148,8 +148,9 @@ type Rule struct {
 // Step and a set are expanded element by element, interleaved by Sub, which
 // reproduces loops like "for each port: tcp rule, udp rule".
 type Order struct {
-	Step   int
-	Sub    int `json:",omitzero"` // Insert is 0 for an append ("-A chain"), n for "-I chain n".
+	Step int
+	Sub  int `json:",omitzero"`
+	// Insert is 0 for an append ("-A chain"), n for "-I chain n".
 	Insert int `json:",omitzero"`
 }
 
