@@ -233,7 +233,7 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 	o := translate.DefaultOptions()
 	o.ProxyUID, o.InboundInterceptionMode, o.InboundPortsInclude, o.OutboundIPRangesInclude = "1337", "TPROXY", "*", "*"
 	o.DualStack, o.InboundTProxyMark, o.InboundTProxyRouteTable = true, "0x600", "150"
-	o.OutboundIPRangesExclude = strings.Join(manyCIDRs(10, 20000), ",")
+	o.OutboundIPRangesExclude = strings.Join(manyCIDRs(10, 5000), ",")
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := range 8 {
 		done := make(chan error, 1)
@@ -241,7 +241,7 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 			_, err := libtest.Apply(libtest.Request{Options: o, NetNSPath: path})
 			done <- err
 		}()
-		time.Sleep(time.Duration(rng.Int63n(int64(60 * time.Millisecond))))
+		time.Sleep(time.Duration(rng.Int63n(int64(30 * time.Millisecond))))
 		harness.MustRun(t, "ip", "netns", "del", ns)
 		harness.MustRun(t, "ip", "netns", "add", ns)
 		harness.MustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
