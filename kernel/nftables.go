@@ -149,9 +149,9 @@ func (c *NFTablesConn) Dump(msgType uint16, attrs ...netlink.Attribute) ([]netli
 	}
 }
 
-// SocketBuffer is the socket buffer size for a batch of n bytes: twice the
+// socketBuffer is the socket buffer size for a batch of n bytes: twice the
 // batch (the kernel's copy and its replies), at least 4 MiB, at most 1 GiB.
-func SocketBuffer(n int) int { return min(max(2*n, 4<<20), 1<<30) }
+func socketBuffer(n int) int { return min(max(2*n, 4<<20), 1<<30) }
 
 // Commit sends the batch msgs (without begin and end, which it adds) in
 // one sendmsg and reads the kernel's verdict. A refusal is a
@@ -201,7 +201,7 @@ func (c *NFTablesConn) Commit(ctx context.Context, msgs []netlink.Message) error
 // capped, extended ACKs. SO_*BUFFORCE (CAP_NET_ADMIN) passes the
 // wmem_max/rmem_max caps; without it the capped size is used.
 func setupBatchSocket(fd, n int) error {
-	size := SocketBuffer(n)
+	size := socketBuffer(n)
 	for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], size); err != nil {
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], size); err != nil {
