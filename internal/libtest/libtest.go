@@ -175,3 +175,16 @@ func VerifyRulesets(path string, rss ...*translate.Ruleset) ([]*nft.Drift, error
 		return out, nil
 	})
 }
+
+// OurTables lists the tables with our prefix in the namespace at path (one
+// table dump: no sets or rules read).
+func OurTables(path string) ([]string, error) {
+	return with(path, func(ns *nfintercept.Namespace) ([]string, error) {
+		c, err := kernel.DialNFTables(ns)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		return nft.OurTables(c)
+	})
+}
