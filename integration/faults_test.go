@@ -318,9 +318,11 @@ func TestHostileFiles(t *testing.T) {
 	}
 	f.Close()
 	for _, resolv := range []string{fifo, "/dev/zero", huge} {
-		// $0 is the file bound over /etc/resolv.conf, "$@" the command.
+		// $0 is the file bound over /etc/resolv.conf, "$@" the command;
+		// its address space is capped so that a regression reading
+		// /dev/zero fails the test instead of exhausting the machine.
 		script := lookPath(t, "mount") + ` --bind "$0" /etc/resolv.conf && exec "$@"`
-		wrapper := []string{"-m", lookPath(t, "sh"), "-c", script, resolv}
+		wrapper := []string{"-m", lookPath(t, "sh"), "-c", script, resolv, lookPath(t, "prlimit"), "--as=4000000000"}
 		r := runWrapped(t, wrapper, "-u", "1337", "-b", "*", "--redirect-dns", "--network-namespace", path)
 		if r.code <= 0 || !strings.Contains(r.stderr, "resolv.conf") {
 			t.Errorf("resolv.conf %s: exit %d, stderr %q", resolv, r.code, r.stderr)
