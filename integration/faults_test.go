@@ -233,9 +233,17 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 	o := translate.DefaultOptions()
 	o.ProxyUID, o.InboundInterceptionMode, o.InboundPortsInclude, o.OutboundIPRangesInclude = "1337", "TPROXY", "*", "*"
 	o.DualStack, o.InboundTProxyMark, o.InboundTProxyRouteTable = true, "0x600", "150"
-	o.OutboundIPRangesExclude = strings.Join(manyCIDRs(10, 30000), ",")
+	cidrs := make([]string, 100000) // distinct, non-adjacent /28s
+	for i := range cidrs {
+		cidrs[i] = fmt.Sprintf("10.%d.%d.%d/28", i/2048, (i/8)%256, 32*(i%8))
+	}
+	o.OutboundIPRangesExclude = strings.Join(cidrs, ",")
+	// The delays cover an apply from start to end.
+	t0 := time.Now()
+	rlApply(t, o, path)
+	full := time.Since(t0)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	for i := range 8 {
+	for i := range 6 {
 		done := make(chan error, 1)
 		var took time.Duration
 		start := time.Now()
@@ -244,7 +252,7 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 			took = time.Since(start)
 			done <- err
 		}()
-		time.Sleep(time.Duration(rng.Int63n(int64(100 * time.Millisecond))))
+		time.Sleep(time.Duration(rng.Int63n(int64(full))))
 		harness.MustRun(t, "ip", "netns", "del", ns)
 		deleted := time.Since(start)
 		harness.MustRun(t, "ip", "netns", "add", ns)
