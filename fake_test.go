@@ -28,6 +28,12 @@ type fakeKernel struct {
 	routing map[string]bool
 	addrs   []kernel.IfAddr
 	known   map[[32]byte]*translate.Ruleset // batch digest → ruleset it installs
+	batches map[*translate.Ruleset][]netlink.Message
+
+	// afterRead runs when TablesUpdate has read the tables: a foreign
+	// commit injected between the read and the batch.
+	afterRead func(k *fakeKernel)
+	updates   int // batches sent with CommitAt
 
 	calls int            // operations so far, numbered from 1
 	fail  map[int]string // call number → fault: "error", "ambiguous-applied", "ambiguous-lost"
@@ -35,13 +41,15 @@ type fakeKernel struct {
 }
 
 func newFake(rss ...*translate.Ruleset) *fakeKernel {
-	k := &fakeKernel{routing: map[string]bool{}, known: map[[32]byte]*translate.Ruleset{}, fail: map[int]string{}}
+	k := &fakeKernel{gen: 1, routing: map[string]bool{}, known: map[[32]byte]*translate.Ruleset{},
+		batches: map[*translate.Ruleset][]netlink.Message{}, fail: map[int]string{}}
 	for _, rs := range rss {
 		var c captured
 		if err := nft.Replace(context.Background(), &c, rs, nil); err != nil {
 			panic(err)
 		}
 		k.known[digest(c.msgs)] = rs
+		k.batches[rs] = c.msgs
 	}
 	return k
 }
@@ -108,7 +116,45 @@ func tableNames(rs *translate.Ruleset) []string {
 // Commit applies a known ruleset's batch, or a batch that only deletes
 // tables (cleanup).
 func (k *fakeKernel) Commit(_ context.Context, msgs []netlink.Message) error {
+	return k.commit(k.op("commit"), msgs)
+}
+
+// TablesUpdate stands for nft.Diff: the fake's update for rs is the batch
+// that installs rs, nothing when the tables hold rs. Faults: "error" (the
+// read fails), "not-incremental".
+func (k *fakeKernel) TablesUpdate(rs *translate.Ruleset, _ []string) (*nft.Update, error) {
+	switch k.op("update") {
+	case "":
+	case "not-incremental":
+		return nil, fmt.Errorf("fake: %w", nft.ErrNotIncremental)
+	default:
+		return nil, errInjected
+	}
+	u := &nft.Update{Generation: k.gen}
+	if k.rs != rs {
+		u.Msgs = k.batches[rs]
+	}
+	if k.afterRead != nil {
+		k.afterRead(k)
+	}
+	return u, nil
+}
+
+// CommitAt refuses a batch computed at another generation as the kernel
+// does (ERESTART on the batch begin), else commits it.
+func (k *fakeKernel) CommitAt(_ context.Context, gen uint32, msgs []netlink.Message) error {
 	fault := k.op("commit")
+	k.updates++
+	if gen != k.gen {
+		return &kernel.RefusedError{Index: -1, Errno: unix.ERESTART}
+	}
+	return k.commit(fault, msgs)
+}
+
+// foreignCommit is another process committing a batch: a new generation.
+func (k *fakeKernel) foreignCommit() { k.gen++ }
+
+func (k *fakeKernel) commit(fault string, msgs []netlink.Message) error {
 	if fault == "error" {
 		return &kernel.RefusedError{Index: 0, Errno: unix.EINVAL}
 	}

@@ -22,6 +22,10 @@ type nsKernel interface {
 	Generation() (uint32, error)
 	OurTables() ([]string, error)
 	Commit(ctx context.Context, msgs []netlink.Message) error
+	// TablesUpdate reads our tables and computes the batch that brings
+	// them to rs (nft.Diff); CommitAt sends a batch valid only at gen.
+	TablesUpdate(rs *translate.Ruleset, extra []string) (*nft.Update, error)
+	CommitAt(ctx context.Context, gen uint32, msgs []netlink.Message) error
 	TablesDrift(rs *translate.Ruleset) (*nft.Drift, error)
 	BeginRouting(rs *translate.Ruleset) (routingChange, error)
 	RoutingDiff(rs *translate.Ruleset) ([]kernel.RoutingDrift, error)
@@ -78,11 +82,15 @@ func (k *realKernel) OurTables() ([]string, error) {
 }
 
 func (k *realKernel) Commit(ctx context.Context, msgs []netlink.Message) error {
+	return k.CommitAt(ctx, 0, msgs)
+}
+
+func (k *realKernel) CommitAt(ctx context.Context, gen uint32, msgs []netlink.Message) error {
 	c, err := k.conn()
 	if err != nil {
 		return err
 	}
-	err = c.Commit(ctx, msgs)
+	err = c.CommitAt(ctx, gen, msgs)
 	var amb *kernel.AmbiguousError
 	if errors.As(err, &amb) {
 		// Unread replies may still be queued on the socket: what is asked
@@ -91,6 +99,14 @@ func (k *realKernel) Commit(ctx context.Context, msgs []netlink.Message) error {
 		k.nf = nil
 	}
 	return err
+}
+
+func (k *realKernel) TablesUpdate(rs *translate.Ruleset, extra []string) (*nft.Update, error) {
+	s, err := k.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return nft.Diff(rs, s, extra)
 }
 
 func (k *realKernel) snapshot() (*nft.Snapshot, error) {

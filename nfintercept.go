@@ -87,6 +87,8 @@ const (
 type Result struct {
 	Config  translate.Config // with EnableIPv6 decided
 	Ruleset *translate.Ruleset
+	// Change says how Apply brought the tables there (zero for Plan).
+	Change Change
 }
 
 // Plan builds the rule model for req without changing anything. ns may be
@@ -119,10 +121,14 @@ func plan(k nsKernel, req Request) (*Result, error) {
 	return &Result{Config: cfg, Ruleset: translate.Build(cfg)}, nil
 }
 
-// Apply replaces nfintercept's rules and routing in the namespace with
-// what req describes: under the namespace's lock (waiting while ctx
-// allows), routing is added first, the nftables tables are replaced in one
-// batch, routing no longer needed is removed last. On error the previous
+// Apply brings nfintercept's rules and routing in the namespace to what
+// req describes: under the namespace's lock (waiting while ctx allows),
+// routing is added first, the nftables tables are changed in one batch,
+// routing no longer needed is removed last. The batch holds only the
+// difference from what the tables hold (nothing when they are in sync),
+// computed from one read and refused by the kernel if the ruleset changed
+// since, then computed again; when no difference can be computed, the
+// tables are replaced whole. On error the previous
 // rules stay in place, and capture rules never lack their routing.
 func Apply(ctx context.Context, ns *Namespace, req Request) (*Result, error) {
 	if err := req.Config.CheckResolved(); err != nil {
@@ -135,7 +141,8 @@ func Apply(ctx context.Context, ns *Namespace, req Request) (*Result, error) {
 		if res, err = plan(k, req); err != nil {
 			return err
 		}
-		return change(ctx, k, res.Ruleset, nil)
+		res.Change, err = change(ctx, k, res.Ruleset, nil)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -148,7 +155,10 @@ func Apply(ctx context.Context, ns *Namespace, req Request) (*Result, error) {
 // become the namespace's policy routing of ours.
 func ApplyRuleset(ctx context.Context, ns *Namespace, rs *translate.Ruleset) error {
 	k := &realKernel{ns: ns}
-	return locked(ctx, k, func() error { return change(ctx, k, rs, nil) })
+	return locked(ctx, k, func() error {
+		_, err := change(ctx, k, rs, nil)
+		return err
+	})
 }
 
 // Cleanup removes everything nfintercept installed in the namespace: the

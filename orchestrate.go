@@ -21,32 +21,94 @@ import (
 
 // change brings the namespace to rs (tables named in extra are deleted
 // too). The caller holds the namespace lock.
-func change(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) error {
+func change(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) (Change, error) {
 	routing, err := k.BeginRouting(rs)
 	if err != nil {
-		return err
+		return Change{}, err
 	}
-	gen, genErr := k.Generation()
-	if err := nft.Replace(ctx, k, rs, extra); err != nil {
-		err = fmt.Errorf("replace nfintercept tables in %s: %w", k, err)
-		committed, cerr := committed(k, rs, err, gen, genErr)
+	ch, b := writeTables(ctx, k, rs, extra)
+	if b.err != nil {
+		err := fmt.Errorf("%s nfintercept tables in %s: %w", b.what, k, b.err)
+		committed, cerr := committed(k, rs, err, b.gen, b.genErr)
 		switch {
 		case cerr != nil:
 			// Unknown outcome: keep the routing, which is harmless extra
 			// if the batch was not committed and needed if it was.
-			return fmt.Errorf("%w (could not tell whether it was committed, policy routing kept: %v)", err, cerr)
+			return Change{}, fmt.Errorf("%w (could not tell whether it was committed, policy routing kept: %v)", err, cerr)
 		case !committed:
 			if uerr := routing.Undo(); uerr != nil {
-				return fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
+				return Change{}, fmt.Errorf("%w (and rolling back the policy routing failed: %v)", err, uerr)
 			}
-			return err
+			return Change{}, err
 		}
 		// The kernel committed it: go on as after a success.
 	}
 	if err := routing.Prune(); err != nil {
-		return fmt.Errorf("rules applied, but removing policy routing no longer needed failed: %w", err)
+		return Change{}, fmt.Errorf("rules applied, but removing policy routing no longer needed failed: %w", err)
 	}
-	return nil
+	return ch, nil
+}
+
+// Change says how Apply brought the tables to the model.
+type Change struct {
+	// InSync: the tables were already as wanted; no batch was sent.
+	InSync bool
+	// Incremental: one batch with only the difference was sent.
+	Incremental bool
+	// Summary says what changed, or why the tables were replaced whole.
+	Summary string
+}
+
+// staleRetries bounds how often an update is computed again after the
+// kernel refused it because the ruleset changed since it was read.
+const staleRetries = 4
+
+// batchFailure is the batch that failed and what is needed to tell
+// whether it was committed nonetheless.
+type batchFailure struct {
+	what   string // "update" or "replace"
+	err    error
+	gen    uint32 // the generation before the batch
+	genErr error
+}
+
+// writeTables sends the difference between our tables and rs, computed
+// from one snapshot and sent against its generation: nothing when in sync,
+// computed again when the kernel refuses it as stale. When no difference
+// can be computed (the snapshot cannot be read, holds what an update
+// cannot express, or keeps changing) or the kernel refuses it for another
+// reason, the tables are replaced whole.
+func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) (Change, batchFailure) {
+	var why error
+	for range staleRetries + 1 {
+		u, err := k.TablesUpdate(rs, extra)
+		if err != nil {
+			why = err
+			break
+		}
+		if u.InSync() {
+			return Change{InSync: true, Summary: u.String()}, batchFailure{}
+		}
+		err = k.CommitAt(ctx, u.Generation, u.Msgs)
+		if err == nil {
+			return Change{Incremental: true, Summary: u.String()}, batchFailure{}
+		}
+		why = err
+		if kernel.Stale(err) {
+			continue // another process committed after our read
+		}
+		var amb *kernel.AmbiguousError
+		if errors.As(err, &amb) {
+			return Change{}, batchFailure{what: "update", err: err, gen: u.Generation}
+		}
+		break // refused for another reason: replace instead
+	}
+	ch := Change{Summary: fmt.Sprintf("replaced (%v)", why)}
+	gen, genErr := k.Generation()
+	if err := nft.Replace(ctx, k, rs, extra); err != nil {
+		return Change{}, batchFailure{what: "replace", err: err, gen: gen, genErr: genErr}
+	}
+	return ch, batchFailure{}
 }
 
 // cleanup deletes our tables, then our routing. The caller holds the

@@ -57,10 +57,10 @@ func TestChangeOrder(t *testing.T) {
 	k := newFake(redirect, tproxy)
 	for _, rs := range []*translate.Ruleset{tproxy, redirect, tproxy} {
 		k.log = nil
-		if err := change(context.Background(), k, rs, nil); err != nil {
+		if _, err := change(context.Background(), k, rs, nil); err != nil {
 			t.Fatal(err)
 		}
-		if got, want := strings.Join(k.log, " "), "begin-routing generation commit prune-routing"; got != want {
+		if got, want := strings.Join(k.log, " "), "begin-routing update commit prune-routing"; got != want {
 			t.Errorf("operations %q, want %q", got, want)
 		}
 		checkState(t, k, "after change", rs)
@@ -81,13 +81,13 @@ func TestChangeFaults(t *testing.T) {
 		for call := 1; call <= 8; call++ {
 			for _, fault := range []string{"error", "ambiguous-applied", "ambiguous-lost"} {
 				k := newFake(redirect, tproxy)
-				if err := change(context.Background(), k, from, nil); err != nil {
+				if _, err := change(context.Background(), k, from, nil); err != nil {
 					t.Fatal(err)
 				}
 				before := routingKeys(from)
 				k.calls, k.log = 0, nil
 				k.fail[call] = fault
-				err := change(context.Background(), k, to, nil)
+				_, err := change(context.Background(), k, to, nil)
 				checkState(t, k, fault, from, to)
 				committedNow := k.rs == to
 				switch {
@@ -113,15 +113,15 @@ func TestAmbiguousVerdict(t *testing.T) {
 	ctx := context.Background()
 
 	k := newFake(redirect, tproxy)
-	k.fail[3] = "ambiguous-applied" // begin-routing, generation, commit
-	if err := change(ctx, k, tproxy, nil); err != nil {
+	k.fail[3] = "ambiguous-applied" // begin-routing, update, commit
+	if _, err := change(ctx, k, tproxy, nil); err != nil {
 		t.Errorf("committed batch with a lost verdict: %v", err)
 	}
 	checkState(t, k, "applied", tproxy)
 
 	k = newFake(redirect, tproxy)
 	k.fail[3] = "ambiguous-lost"
-	err := change(ctx, k, tproxy, nil)
+	_, err := change(ctx, k, tproxy, nil)
 	if err == nil {
 		t.Error("lost batch reported as success")
 	}
@@ -132,7 +132,7 @@ func TestAmbiguousVerdict(t *testing.T) {
 
 	k = newFake(redirect, tproxy)
 	k.fail[3], k.fail[4], k.fail[5] = "ambiguous-applied", "error", "error" // generation and read back fail
-	err = change(ctx, k, tproxy, nil)
+	_, err = change(ctx, k, tproxy, nil)
 	if err == nil || !strings.Contains(err.Error(), "policy routing kept") {
 		t.Errorf("undecidable outcome: %v", err)
 	}
@@ -145,7 +145,7 @@ func TestCleanupOrder(t *testing.T) {
 	redirect, tproxy := rulesets(t)
 	ctx := context.Background()
 	k := newFake(redirect, tproxy)
-	if err := change(ctx, k, tproxy, nil); err != nil {
+	if _, err := change(ctx, k, tproxy, nil); err != nil {
 		t.Fatal(err)
 	}
 	k.log = nil
@@ -161,7 +161,7 @@ func TestCleanupOrder(t *testing.T) {
 	for call := 1; call <= 6; call++ {
 		for _, fault := range []string{"error", "ambiguous-applied", "ambiguous-lost"} {
 			k := newFake(redirect, tproxy)
-			if err := change(ctx, k, tproxy, nil); err != nil {
+			if _, err := change(ctx, k, tproxy, nil); err != nil {
 				t.Fatal(err)
 			}
 			k.calls, k.log = 0, nil
@@ -207,4 +207,84 @@ type addrCase struct {
 	name  string
 	addrs []addrSpec
 	want  bool
+}
+
+// TestUpdateDecisions: when the tables are in sync nothing is sent; a
+// batch the kernel refuses as stale (a foreign commit after the read) is
+// computed again from a new read; the tables are replaced whole when no
+// update can be computed, the kernel keeps refusing it as stale, or
+// refuses it for another reason; a lost verdict of an update is settled
+// by the generation it was computed at.
+func TestUpdateDecisions(t *testing.T) {
+	redirect, tproxy := rulesets(t)
+	ctx := context.Background()
+	ops := func(k *fakeKernel) string { return strings.Join(k.log, " ") }
+
+	k := newFake(redirect, tproxy)
+	if _, err := change(ctx, k, tproxy, nil); err != nil {
+		t.Fatal(err)
+	}
+	gen := k.gen
+	k.log = nil
+	ch, err := change(ctx, k, tproxy, nil)
+	if err != nil || !ch.InSync || ch.Summary != "already in sync" {
+		t.Errorf("re-apply: %+v, %v", ch, err)
+	}
+	if got, want := ops(k), "begin-routing update prune-routing"; got != want || k.gen != gen {
+		t.Errorf("in-sync re-apply: operations %q (want %q), generation %d → %d", got, want, gen, k.gen)
+	}
+
+	cases := []struct {
+		name        string
+		setup       func(k *fakeKernel)
+		ops         string
+		incremental bool
+		summary     string
+	}{
+		{"foreign commit once", func(k *fakeKernel) {
+			k.afterRead = func(k *fakeKernel) { k.foreignCommit(); k.afterRead = nil }
+		}, "begin-routing update commit update commit prune-routing", true, ""},
+		{"always stale", func(k *fakeKernel) { k.afterRead = (*fakeKernel).foreignCommit },
+			"begin-routing" + strings.Repeat(" update commit", staleRetries+1) + " generation commit prune-routing", false, "replaced (kernel refused the batch: "},
+		{"not incremental", func(k *fakeKernel) { k.fail[2] = "not-incremental" },
+			"begin-routing update generation commit prune-routing", false, "replaced (fake: not expressible"},
+		{"read fails", func(k *fakeKernel) { k.fail[2] = "error" },
+			"begin-routing update generation commit prune-routing", false, "replaced (injected fault)"},
+		{"update refused", func(k *fakeKernel) { k.fail[3] = "error" },
+			"begin-routing update commit generation commit prune-routing", false, "replaced (kernel refused message 1"},
+	}
+	for _, c := range cases {
+		for _, sw := range [][2]*translate.Ruleset{{redirect, tproxy}, {tproxy, redirect}} {
+			k := newFake(redirect, tproxy)
+			if _, err := change(ctx, k, sw[0], nil); err != nil {
+				t.Fatal(err)
+			}
+			k.calls, k.log = 0, nil
+			c.setup(k)
+			ch, err := change(ctx, k, sw[1], nil)
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+				continue
+			}
+			checkState(t, k, c.name, sw[1])
+			if got := ops(k); got != c.ops {
+				t.Errorf("%s: operations %q, want %q", c.name, got, c.ops)
+			}
+			if ch.Incremental != c.incremental || ch.InSync || !strings.HasPrefix(ch.Summary, c.summary) {
+				t.Errorf("%s: change %+v", c.name, ch)
+			}
+		}
+	}
+
+	// A lost verdict at an unchanged generation: not committed, routing
+	// rolled back, no replace attempted.
+	k = newFake(redirect, tproxy)
+	k.fail[3] = "ambiguous-lost"
+	if _, err := change(ctx, k, tproxy, nil); err == nil || !strings.Contains(err.Error(), "update nfintercept tables") {
+		t.Errorf("lost update: %v", err)
+	}
+	checkState(t, k, "lost update", nil)
+	if len(k.routing) != 0 || ops(k) != "begin-routing update commit generation undo-routing" {
+		t.Errorf("lost update: routing %v, operations %q", k.routing, ops(k))
+	}
 }

@@ -63,7 +63,7 @@ func Reconcile(ctx context.Context, ns *Namespace, req Request) (*Report, error)
 		if err != nil {
 			return fmt.Errorf("reconcile: %w", err)
 		}
-		if err := change(ctx, k, res.Ruleset, extra); err != nil {
+		if _, err := change(ctx, k, res.Ruleset, extra); err != nil {
 			return fmt.Errorf("reconcile: %w", err)
 		}
 		after, err := drift(k, res.Ruleset)

@@ -158,10 +158,18 @@ func socketBuffer(n int) int { return min(max(2*n, 4<<20), 1<<30) }
 // *RefusedError naming the refused message; a batch that went out but
 // whose verdict could not be read is an *AmbiguousError.
 func (c *NFTablesConn) Commit(ctx context.Context, msgs []netlink.Message) error {
+	return c.CommitAt(ctx, 0, msgs)
+}
+
+// CommitAt is Commit for a batch computed from the ruleset at generation
+// gen (0: any). The batch begin carries it (NFNL_BATCH_GENID), and the
+// kernel, holding its commit lock, refuses the whole batch with ERESTART
+// when the ruleset is at another generation: see Stale.
+func (c *NFTablesConn) CommitAt(ctx context.Context, gen uint32, msgs []netlink.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	buf := marshalBatch(msgs)
+	buf := marshalBatch(gen, msgs)
 	rc, err := c.c.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("nf_tables socket: %w", err)
@@ -217,18 +225,25 @@ func setupBatchSocket(fd, n int) error {
 	return nil
 }
 
-// marshalBatch lays the batch out for one sendmsg: batch begin, the
-// messages numbered from 1 with NLM_F_ECHO and NLM_F_ACK cleared, an ACK
-// requested on the last one only (errors are reported whatever the flags),
-// batch end.
-func marshalBatch(msgs []netlink.Message) []byte {
-	size := 2 * (unix.NLMSG_HDRLEN + 4)
+// marshalBatch lays the batch out for one sendmsg: batch begin (with the
+// generation the batch is valid at, unless 0), the messages numbered from
+// 1 with NLM_F_ECHO and NLM_F_ACK cleared, an ACK requested on the last
+// one only (errors are reported whatever the flags), batch end.
+func marshalBatch(gen uint32, msgs []netlink.Message) []byte {
+	size := 2*(unix.NLMSG_HDRLEN+4) + 8
 	for _, m := range msgs {
 		size += unix.NLMSG_HDRLEN + align4(len(m.Data))
 	}
 	buf := make([]byte, 0, size)
 	batchData := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
-	buf = appendMsg(buf, unix.NFNL_MSG_BATCH_BEGIN, netlink.Request, 0, batchData)
+	begin := batchData
+	if gen != 0 {
+		begin = slices.Clone(batchData)
+		begin = binary.NativeEndian.AppendUint16(begin, 8)
+		begin = binary.NativeEndian.AppendUint16(begin, unix.NFNL_BATCH_GENID)
+		begin = binary.BigEndian.AppendUint32(begin, gen)
+	}
+	buf = appendMsg(buf, unix.NFNL_MSG_BATCH_BEGIN, netlink.Request, 0, begin)
 	for i, m := range msgs {
 		flags := m.Header.Flags &^ (netlink.Echo | netlink.Acknowledge)
 		if i == len(msgs)-1 {
@@ -347,6 +362,14 @@ func (e *RefusedError) Error() string {
 }
 
 func (e *RefusedError) Unwrap() error { return e.Errno }
+
+// Stale reports whether err is the kernel refusing a batch sent with
+// CommitAt because the ruleset is no longer at the batch's generation:
+// nothing was applied, and the batch must be computed again.
+func Stale(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r) && r.Index < 0 && r.Errno == unix.ERESTART
+}
 
 // extackMsg returns the kernel's error text (NLMSGERR_ATTR_MSG) from an
 // error reply, if any: errno, the capped original header, then TLVs.

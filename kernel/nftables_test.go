@@ -18,7 +18,7 @@ func TestMarshalBatch(t *testing.T) {
 			Data:   make([]byte, 4+i), // unaligned lengths are padded
 		})
 	}
-	b := marshalBatch(msgs)
+	b := marshalBatch(0, msgs)
 	got, err := syscall.ParseNetlinkMessage(b)
 	if err != nil {
 		t.Fatal(err)

@@ -76,17 +76,25 @@ func (e *encoder) addTable(lt *loweredTable) error {
 		e.named[s] = ks
 	}
 	for _, lc := range lt.chains {
-		for _, r := range lc.rules {
-			var exprs []expr.Any
-			for _, s := range r.stmts {
-				exprs = append(exprs, s.exprs(e)...)
-			}
-			m, err := ruleMsg(lt.name, lc.name, exprs)
-			if err != nil {
-				return fmt.Errorf("table %s chain %s: %w", lt.name, lc.name, err)
-			}
-			e.msgs = append(e.msgs, m)
+		if err := e.addRules(lt.name, lc); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// addRules appends the rules of lc to its chain in table.
+func (e *encoder) addRules(table string, lc *loweredChain) error {
+	for _, r := range lc.rules {
+		var exprs []expr.Any
+		for _, s := range r.stmts {
+			exprs = append(exprs, s.exprs(e)...)
+		}
+		m, err := ruleMsg(table, lc.name, exprs)
+		if err != nil {
+			return fmt.Errorf("table %s chain %s: %w", table, lc.name, err)
+		}
+		e.msgs = append(e.msgs, m)
 	}
 	return nil
 }

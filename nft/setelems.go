@@ -17,12 +17,24 @@ const maxElemList = 0xffff
 // by TestSetElemMsgsMatchLibrary), written straight into each message
 // instead of through per-element attribute slices, and split by size.
 func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
+	return elemMsgs(unix.NFT_MSG_NEWSETELEM, table, name, id, s.keyLen(), s.len(), s.walk)
+}
+
+// elemMsgs encodes the elements walk yields (count: their intervals, for
+// sizing) as messages of type msgType (NEWSETELEM, DELSETELEM) for the set
+// of table named name; id 0 leaves the batch ID out (an existing set).
+func elemMsgs(msgType uint16, table, name string, id uint32, keyLen, count int, walk func(yield func(key []byte, end bool))) []netlink.Message {
 	var head []byte
 	head = appendAttr(head, unix.NFTA_SET_ELEM_LIST_SET, cstring(name))
-	head = binary.BigEndian.AppendUint32(appendAttrHeader(head, unix.NFTA_SET_ELEM_LIST_SET_ID, 4), id)
+	if id != 0 {
+		head = binary.BigEndian.AppendUint32(appendAttrHeader(head, unix.NFTA_SET_ELEM_LIST_SET_ID, 4), id)
+	}
 	head = appendAttr(head, unix.NFTA_SET_ELEM_LIST_TABLE, cstring(table))
+	flags := netlink.Request | netlink.Create
+	if msgType != unix.NFT_MSG_NEWSETELEM {
+		flags = netlink.Request
+	}
 
-	keyLen := s.keyLen()
 	valueAttr := 4 + keyLen          // NFTA_DATA_VALUE
 	keyAttr := 4 + align4(valueAttr) // NFTA_SET_ELEM_KEY, nested
 	elemLen := func(end bool) int {  // one list item, nested
@@ -33,8 +45,8 @@ func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
 	}
 	var out []netlink.Message
 	var data []byte
-	listAt, n := 0, 0                   // where the current list attribute starts; its items
-	left := 2 * s.len() * elemLen(true) // bytes still to encode, at most
+	listAt, n := 0, 0                 // where the current list attribute starts; its items
+	left := 2 * count * elemLen(true) // bytes still to encode, at most
 	flush := func() {
 		if n == 0 {
 			return
@@ -42,14 +54,14 @@ func setElemMsgs(table, name string, id uint32, s *setRef) []netlink.Message {
 		binary.NativeEndian.PutUint16(data[listAt:], uint16(len(data)-listAt))
 		out = append(out, netlink.Message{
 			Header: netlink.Header{
-				Type:  netlink.HeaderType(nftSubsys | unix.NFT_MSG_NEWSETELEM),
-				Flags: netlink.Request | netlink.Create,
+				Type:  netlink.HeaderType(nftSubsys | int(msgType)),
+				Flags: flags,
 			},
 			Data: data,
 		})
 		data, n = nil, 0
 	}
-	s.walk(func(key []byte, end bool) {
+	walk(func(key []byte, end bool) {
 		size := elemLen(end)
 		if n > 0 && len(data)-listAt+size > maxElemList {
 			flush()

@@ -47,6 +47,7 @@ type kernelSet struct {
 	interval bool
 	isMap    bool
 	content  setContent
+	elems    []dumpedElem // as dumped, for an incremental update
 }
 
 func (s *kernelState) table(name string) *kernelTable {
@@ -485,7 +486,7 @@ func readSets(d Dumper, kt *kernelTable) error {
 			kt.anon[s.Name] = content.key()
 			continue
 		}
-		kt.sets = append(kt.sets, &kernelSet{name: s.Name, keyType: s.KeyType.Name, interval: s.Interval, isMap: s.IsMap, content: content})
+		kt.sets = append(kt.sets, &kernelSet{name: s.Name, keyType: s.KeyType.Name, interval: s.Interval, isMap: s.IsMap, content: content, elems: elems})
 	}
 	return nil
 }
