@@ -79,8 +79,8 @@ type batchFailure struct {
 // cannot express, or keeps changing) or the kernel refuses it for another
 // reason, the tables are replaced whole.
 func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) (Change, batchFailure) {
-	var why error
-	for range staleRetries + 1 {
+	why := nft.CheckUpdateCost(rs)
+	for attempt := 0; why == nil && attempt <= staleRetries; attempt++ {
 		u, err := k.TablesUpdate(rs, extra)
 		if err != nil {
 			why = err
@@ -93,15 +93,16 @@ func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra [
 		if err == nil {
 			return Change{Incremental: true, Summary: u.String()}, batchFailure{}
 		}
-		why = err
-		if kernel.Stale(err) {
-			continue // another process committed after our read
-		}
 		var amb *kernel.AmbiguousError
 		if errors.As(err, &amb) {
 			return Change{}, batchFailure{what: "update", err: err, gen: u.Generation}
 		}
-		break // refused for another reason: replace instead
+		if !kernel.Stale(err) {
+			why = err // refused for another reason: replace instead
+		} else if attempt == staleRetries {
+			why = fmt.Errorf("the ruleset changed between read and commit %d times: %w", staleRetries+1, err)
+		}
+		// else another process committed after our read: read again
 	}
 	ch := Change{Summary: fmt.Sprintf("replaced (%v)", why)}
 	gen, genErr := k.Generation()

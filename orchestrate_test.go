@@ -2,9 +2,11 @@ package nfintercept
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -245,7 +247,7 @@ func TestUpdateDecisions(t *testing.T) {
 			k.afterRead = func(k *fakeKernel) { k.foreignCommit(); k.afterRead = nil }
 		}, "begin-routing update commit update commit prune-routing", true, ""},
 		{"always stale", func(k *fakeKernel) { k.afterRead = (*fakeKernel).foreignCommit },
-			"begin-routing" + strings.Repeat(" update commit", staleRetries+1) + " generation commit prune-routing", false, "replaced (kernel refused the batch: "},
+			"begin-routing" + strings.Repeat(" update commit", staleRetries+1) + " generation commit prune-routing", false, "replaced (the ruleset changed between read and commit 5 times"},
 		{"not incremental", func(k *fakeKernel) { k.fail[2] = "not-incremental" },
 			"begin-routing update generation commit prune-routing", false, "replaced (fake: not expressible"},
 		{"read fails", func(k *fakeKernel) { k.fail[2] = "error" },
@@ -287,4 +289,30 @@ func TestUpdateDecisions(t *testing.T) {
 	if len(k.routing) != 0 || ops(k) != "begin-routing update commit generation undo-routing" {
 		t.Errorf("lost update: routing %v, operations %q", k.routing, ops(k))
 	}
+}
+
+// TestLargeSetsReplaced: a ruleset with more set items than an update
+// pays for is replaced without reading the tables.
+func TestLargeSetsReplaced(t *testing.T) {
+	o := translate.DefaultOptions()
+	o.ProxyUID, o.OutboundIPRangesInclude = "1337", "*"
+	var cidrs []string
+	for i := range nft.MaxUpdateSetItems + 1 {
+		cidrs = append(cidrs, fmt.Sprintf("10.%d.%d.0/24", i/256, i%256))
+	}
+	o.OutboundIPRangesExclude = strings.Join(cidrs, ",")
+	cfg, err := o.Config(noSystem{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := translate.Build(cfg)
+	k := newFake(rs)
+	ch, err := change(context.Background(), k, rs, nil)
+	if err != nil || ch.Incremental || !strings.Contains(ch.Summary, "reading them back costs more") {
+		t.Fatalf("change %+v, %v", ch, err)
+	}
+	if got, want := strings.Join(k.log, " "), "begin-routing generation commit prune-routing"; got != want {
+		t.Errorf("operations %q, want %q", got, want)
+	}
+	checkState(t, k, "large sets", rs)
 }

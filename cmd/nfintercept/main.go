@@ -154,10 +154,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		if err != nil {
 			return classify(err)
 		}
-		if opts.SkipRuleApply {
+		switch {
+		case opts.SkipRuleApply:
 			log("--skip-rule-apply: options are valid, nothing installed")
-		} else {
-			logger.Info("applied the interception rules", rulesetFields(netns, res.Ruleset, time.Since(start))...)
+		case res.Change.InSync:
+			logger.Info("already in sync", rulesetFields(netns, res.Ruleset, time.Since(start))...)
+		default:
+			logger.Info("applied the interception rules", append(rulesetFields(netns, res.Ruleset, time.Since(start)), "change", res.Change.Summary)...)
 		}
 		if !opts.RunValidation {
 			return nil
