@@ -57,6 +57,9 @@ type Change struct {
 	Incremental bool
 	// Summary says what changed, or why the tables were replaced whole.
 	Summary string
+	// Stale counts the updates the kernel refused because the ruleset
+	// changed between their read and their commit.
+	Stale int
 }
 
 // staleRetries bounds how often an update is computed again after the
@@ -80,6 +83,7 @@ type batchFailure struct {
 // reason, the tables are replaced whole.
 func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra []string) (Change, batchFailure) {
 	why := nft.CheckUpdateCost(rs)
+	stale := 0
 	for attempt := 0; why == nil && attempt <= staleRetries; attempt++ {
 		u, err := k.TablesUpdate(rs, extra)
 		if err != nil {
@@ -87,11 +91,11 @@ func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra [
 			break
 		}
 		if u.InSync() {
-			return Change{InSync: true, Summary: u.String()}, batchFailure{}
+			return Change{InSync: true, Summary: u.String(), Stale: attempt}, batchFailure{}
 		}
 		err = k.CommitAt(ctx, u.Generation, u.Msgs)
 		if err == nil {
-			return Change{Incremental: true, Summary: u.String()}, batchFailure{}
+			return Change{Incremental: true, Summary: u.String(), Stale: attempt}, batchFailure{}
 		}
 		var amb *kernel.AmbiguousError
 		if errors.As(err, &amb) {
@@ -99,12 +103,15 @@ func writeTables(ctx context.Context, k nsKernel, rs *translate.Ruleset, extra [
 		}
 		if !kernel.Stale(err) {
 			why = err // refused for another reason: replace instead
-		} else if attempt == staleRetries {
+			break
+		}
+		stale++
+		if attempt == staleRetries {
 			why = fmt.Errorf("the ruleset changed between read and commit %d times: %w", staleRetries+1, err)
 		}
 		// else another process committed after our read: read again
 	}
-	ch := Change{Summary: fmt.Sprintf("replaced (%v)", why)}
+	ch := Change{Summary: fmt.Sprintf("replaced (%v)", why), Stale: stale}
 	gen, genErr := k.Generation()
 	if err := nft.Replace(ctx, k, rs, extra); err != nil {
 		return Change{}, batchFailure{what: "replace", err: err, gen: gen, genErr: genErr}

@@ -272,6 +272,9 @@ func TestUpdateDecisions(t *testing.T) {
 			if got := ops(k); got != c.ops {
 				t.Errorf("%s: operations %q, want %q", c.name, got, c.ops)
 			}
+			if wantStale := map[string]int{"foreign commit once": 1, "always stale": staleRetries + 1}[c.name]; ch.Stale != wantStale {
+				t.Errorf("%s: %d stale updates counted, want %d", c.name, ch.Stale, wantStale)
+			}
 			if ch.Incremental != c.incremental || ch.InSync || !strings.HasPrefix(ch.Summary, c.summary) {
 				t.Errorf("%s: change %+v", c.name, ch)
 			}

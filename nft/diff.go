@@ -60,20 +60,20 @@ func (u *Update) String() string {
 		return "already in sync"
 	}
 	var parts []string
-	add := func(n int, what string) {
+	add := func(n int, noun, verb string) {
 		if n > 0 {
-			parts = append(parts, countNoun(n, what))
+			parts = append(parts, countNoun(n, noun)+" "+verb)
 		}
 	}
-	add(u.TablesAdded, "table added")
-	add(u.TablesDeleted, "table deleted")
-	add(u.ChainsAdded, "chain added")
-	add(u.ChainsDeleted, "chain deleted")
-	add(u.ChainsRewritten, "chain rewritten")
-	add(u.SetsAdded, "set added")
-	add(u.SetsDeleted, "set deleted")
-	add(u.ElementsAdded, "set element added")
-	add(u.ElementsDeleted, "set element deleted")
+	add(u.TablesAdded, "table", "added")
+	add(u.TablesDeleted, "table", "deleted")
+	add(u.ChainsAdded, "chain", "added")
+	add(u.ChainsDeleted, "chain", "deleted")
+	add(u.ChainsRewritten, "chain", "rewritten")
+	add(u.SetsAdded, "set", "added")
+	add(u.SetsDeleted, "set", "deleted")
+	add(u.ElementsAdded, "set element", "added")
+	add(u.ElementsDeleted, "set element", "deleted")
 	return fmt.Sprintf("%d messages: %s", len(u.Msgs), joinComma(parts))
 }
 
