@@ -40,29 +40,53 @@ type routingChange interface {
 	Prune() error
 }
 
-// realKernel opens its sockets on first use, all through ns, and keeps
-// them until Close.
+// realKernel opens its sockets on first use, all in one visit of ns, and
+// keeps them until Close.
 type realKernel struct {
-	ns      *kernel.Namespace
-	nf      *kernel.NFTablesConn
-	routing *kernel.Routing
+	ns *kernel.Namespace
+	s  *kernel.Sockets
+	// addrsOnly: only addresses are read (Probe, which may run without
+	// the privileges the other sockets need), through a socket of its own.
+	addrsOnly bool
 }
 
 func (k *realKernel) String() string { return k.ns.String() }
 
 func (k *realKernel) Lock(ctx context.Context) (func(), error) { return k.ns.Lock(ctx) }
 
-func (k *realKernel) Addrs() ([]kernel.IfAddr, error) { return kernel.Addrs(k.ns) }
-
-func (k *realKernel) conn() (*kernel.NFTablesConn, error) {
-	if k.nf == nil {
-		c, err := kernel.DialNFTables(k.ns)
+func (k *realKernel) sockets() (*kernel.Sockets, error) {
+	if k.s == nil {
+		s, err := kernel.OpenSockets(k.ns)
 		if err != nil {
 			return nil, err
 		}
-		k.nf = c
+		k.s = s
 	}
-	return k.nf, nil
+	return k.s, nil
+}
+
+func (k *realKernel) Addrs() ([]kernel.IfAddr, error) {
+	if k.addrsOnly {
+		return kernel.Addrs(k.ns)
+	}
+	s, err := k.sockets()
+	if err != nil {
+		return nil, err
+	}
+	return s.Addrs()
+}
+
+func (k *realKernel) conn() (*kernel.NFTablesConn, error) {
+	s, err := k.sockets()
+	if err != nil {
+		return nil, err
+	}
+	if s.NF == nil { // dropped after a lost verdict
+		if s.NF, err = kernel.DialNFTables(k.ns); err != nil {
+			return nil, err
+		}
+	}
+	return s.NF, nil
 }
 
 func (k *realKernel) Generation() (uint32, error) {
@@ -96,13 +120,17 @@ func (k *realKernel) CommitAt(ctx context.Context, gen uint32, msgs []netlink.Me
 		// Unread replies may still be queued on the socket: what is asked
 		// next (the generation, a read back) goes over a fresh one.
 		go c.Close()
-		k.nf = nil
+		k.s.NF = nil
 	}
 	return err
 }
 
 func (k *realKernel) TablesUpdate(rs *translate.Ruleset, extra []string) (*nft.Update, error) {
-	s, err := k.snapshot()
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	s, err := nft.ReadForUpdate(c)
 	if err != nil {
 		return nil, err
 	}
@@ -126,14 +154,11 @@ func (k *realKernel) TablesDrift(rs *translate.Ruleset) (*nft.Drift, error) {
 }
 
 func (k *realKernel) route() (*kernel.Routing, error) {
-	if k.routing == nil {
-		r, err := kernel.OpenRouting(k.ns)
-		if err != nil {
-			return nil, err
-		}
-		k.routing = r
+	s, err := k.sockets()
+	if err != nil {
+		return nil, err
 	}
-	return k.routing, nil
+	return s.Routing, nil
 }
 
 func (k *realKernel) BeginRouting(rs *translate.Ruleset) (routingChange, error) {
@@ -165,12 +190,11 @@ func (k *realKernel) CleanupRouting() error {
 // kernel's deferred cleanup (an RCU grace period), which the caller need
 // not wait for.
 func (k *realKernel) Close() {
-	if k.nf != nil {
-		go k.nf.Close()
-		k.nf = nil
-	}
-	if k.routing != nil {
-		k.routing.Close()
-		k.routing = nil
+	if k.s != nil {
+		if k.s.NF != nil {
+			go k.s.NF.Close()
+		}
+		k.s.Close()
+		k.s = nil
 	}
 }

@@ -99,7 +99,7 @@ func Plan(ctx context.Context, ns *Namespace, req Request) (*Result, error) {
 	}
 	var k nsKernel
 	if ns != nil {
-		k = &realKernel{ns: ns}
+		k = &realKernel{ns: ns, addrsOnly: true}
 	}
 	return plan(k, req)
 }

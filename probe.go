@@ -22,7 +22,7 @@ var ErrValidation = errors.New("validation failed: probe connection was not redi
 // The family follows istio-iptables: IPv6 when the namespace's first
 // non-loopback, non-link-local address is IPv6.
 func Probe(ns *Namespace, proxyPort, inboundPort, probePort uint16, timeout time.Duration) error {
-	addrs, err := localAddrs(&realKernel{ns: ns})
+	addrs, err := localAddrs(&realKernel{ns: ns, addrsOnly: true})
 	if err != nil {
 		return fmt.Errorf("validation: %w", err)
 	}

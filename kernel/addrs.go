@@ -31,8 +31,13 @@ func Addrs(ns *Namespace) ([]IfAddr, error) {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	defer unix.Close(fd)
+	return addrsOn(ns, fd)
+}
+
+// addrsOn is Addrs over an rtnetlink socket of ns.
+func addrsOn(ns *Namespace, fd int) ([]IfAddr, error) {
 	var out []IfAddr
-	err = retryDump(func() error {
+	err := retryDump(func() error {
 		var err error
 		out, err = dumpAddrs(fd)
 		return err

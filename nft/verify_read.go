@@ -124,6 +124,23 @@ func Read(d Dumper) (*Snapshot, error) {
 	return nil, fmt.Errorf("the ruleset changed during each of %d reads", snapshotRetries)
 }
 
+// ReadForUpdate reads our tables for a batch that will be sent against
+// the snapshot's generation: the generation is read once, before. If
+// anything is committed after it, the snapshot may mix two rulesets, but
+// the kernel then refuses the batch computed from it (CommitAt), so the
+// second look Read takes is not needed. A read that fails (an object gone
+// midway) is retried the way Read does.
+func ReadForUpdate(d Dumper) (*Snapshot, error) {
+	gen, err := d.Generation()
+	if err != nil {
+		return nil, err
+	}
+	if st, err := readKernelOnce(d); err == nil {
+		return &Snapshot{Generation: gen, state: st}, nil
+	}
+	return Read(d)
+}
+
 // OurTables lists the names of the inet tables with our prefix.
 func OurTables(d Dumper) ([]string, error) {
 	ts, err := ourKernelTables(d)
