@@ -40,7 +40,7 @@ func generationOf(t testing.TB, path string) uint32 {
 
 // batchesSent runs the CLI under strace and counts the nf_tables batches
 // it sent (NFNL_MSG_BATCH_BEGIN, netlink type 0x10, in sendto/sendmsg).
-func batchesSent(t *testing.T, args ...string) (int, cliRun) {
+func batchesSent(t *testing.T, args ...string) (int, cliResult) {
 	t.Helper()
 	trace := filepath.Join(t.TempDir(), "strace")
 	r := runWrapped(t, []string{lookPath(t, "strace"), "-f", "-qq", "-o", trace, "-e", "trace=sendto,sendmsg"}, args...)
