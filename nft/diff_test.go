@@ -215,18 +215,7 @@ func TestDiffLargeSet(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(5, 6))
 	prefixes := randomV4(r, 100_000)
-	ruleset := func(ps []translate.Prefix) *translate.Ruleset {
-		set := &translate.Set{Name: "exclude-v4", Type: translate.SetIPv4Prefixes, Prefixes: ps}
-		return &translate.Ruleset{Tables: []*translate.Table{{
-			Kind: translate.TableNAT,
-			Sets: []*translate.Set{set},
-			Chains: []*translate.Chain{{
-				Name:  "output",
-				Base:  base(translate.ChainTypeNAT, translate.HookOutput, -100),
-				Rules: []*translate.Rule{rule(v4, aReturn, mDaddrSet(set, false))},
-			}},
-		}}}
-	}
+	ruleset := excludeRuleset
 	a, pathA := newNetns(t)
 	if err := Apply(ruleset(prefixes), pathA); err != nil {
 		t.Fatal(err)

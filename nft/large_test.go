@@ -75,16 +75,11 @@ func sweepMerge(ps []translate.Prefix) [][2]uint64 {
 	return merged
 }
 
-func TestLargeSet(t *testing.T) {
-	requireRoot(t)
-	if testing.Short() {
-		t.Skip("large set skipped in -short mode")
-	}
-	_, path := newNetns(t)
-	r := rand.New(rand.NewPCG(1, 2))
-	prefixes := randomV4(r, 100_000)
+// excludeRuleset is one nat output chain returning for the addresses of
+// a named IPv4 set holding prefixes.
+func excludeRuleset(prefixes []translate.Prefix) *translate.Ruleset {
 	set := &translate.Set{Name: "exclude-v4", Type: translate.SetIPv4Prefixes, Prefixes: prefixes}
-	rs := &translate.Ruleset{Tables: []*translate.Table{{
+	return &translate.Ruleset{Tables: []*translate.Table{{
 		Kind: translate.TableNAT,
 		Sets: []*translate.Set{set},
 		Chains: []*translate.Chain{{
@@ -93,6 +88,17 @@ func TestLargeSet(t *testing.T) {
 			Rules: []*translate.Rule{rule(v4, aReturn, mDaddrSet(set, false))},
 		}},
 	}}}
+}
+
+func TestLargeSet(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("large set skipped in -short mode")
+	}
+	_, path := newNetns(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	prefixes := randomV4(r, 100_000)
+	rs := excludeRuleset(prefixes)
 
 	start := time.Now()
 	if err := Apply(rs, path); err != nil {
