@@ -270,15 +270,31 @@ func TestCLIBatchFailsMidway(t *testing.T) {
 
 // TestKillDuringApply kills the CLI at random moments of applying a large
 // ruleset over another: the kernel always holds one of the two complete
-// rulesets, never a mix.
+// rulesets, never a mix. Both ways of applying are killed: an update (only
+// the difference) and, with more set items than an update reads back, a
+// full replace.
 func TestKillDuringApply(t *testing.T) {
-	_, path := rlNS(t)
-	iterations := 200
-	if testing.Short() {
-		iterations = 40
+	for _, c := range []struct {
+		name        string
+		cidrs       int
+		incremental bool
+	}{{"update", 3000, true}, {"replace", nft.MaxUpdateSetItems + 1000, false}} {
+		t.Run(c.name, func(t *testing.T) { killDuringApply(t, c.cidrs, c.incremental) })
 	}
-	a, b := rlOptions(10, 3000, "15001"), rlOptions(11, 3000, "15101")
+}
+
+func killDuringApply(t *testing.T, cidrs int, incremental bool) {
+	_, path := rlNS(t)
+	iterations := 100
+	if testing.Short() {
+		iterations = 20
+	}
+	a, b := rlOptions(10, cidrs, "15001"), rlOptions(11, cidrs, "15101")
 	ra, rb := rlPlan(t, a, path), rlPlan(t, b, path)
+	rlApply(t, a, path)
+	if res := rlApply(t, b, path); res.Change.Incremental != incremental {
+		t.Fatalf("apply of B over A: %+v, want incremental %v", res.Change, incremental)
+	}
 	bin := cliBinary(t)
 	unshare := lookPath(t, "unshare")
 	args := append([]string{"-n", bin}, append(optionArgs(b), "--network-namespace", path)...)
