@@ -29,8 +29,9 @@ const (
 
 // NFTablesConn is an nf_tables netlink socket in one namespace.
 type NFTablesConn struct {
-	c  *netlink.Conn
-	ns *Namespace
+	c   *netlink.Conn
+	ns  *Namespace
+	buf []byte // Dump's receive buffer, kept across the dumps of a read
 }
 
 // DialNFTables opens the nf_tables socket of ns (nil: the current
@@ -107,7 +108,10 @@ func (c *NFTablesConn) Dump(msgType uint16, attrs ...netlink.Attribute) ([]netli
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, dumpBufSize)
+	if c.buf == nil {
+		c.buf = make([]byte, dumpBufSize)
+	}
+	buf := c.buf
 	var out []netlink.Message
 	for {
 		var n int
