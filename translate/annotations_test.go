@@ -278,7 +278,7 @@ func TestParseAnnotationsYAMLScalars(t *testing.T) {
 		{"single quoted quote", "'it''s # not a comment'", "it's # not a comment"},
 		{"single quoted with comment", "'x'  # c", "x"},
 		{"double quoted", `"TPROXY"`, "TPROXY"},
-		{"double escapes", `"a\tb\\c\"d\u00e9\x41\/\ \n"`, "a\tb\\c\"d\u00e9A/ \n"},
+		{"double escapes", `"a\tb\\c\"d\u00e9\x41\ \n"`, "a\tb\\c\"d\u00e9A \n"},
 		{"double long escape", `"\U0001F600"`, "\U0001F600"},
 		{"double multi-line", "\"first\n      second\n\n      third  \\\n      fourth\"", "first second\nthird  fourth"},
 		{"double trailing spaces folded", "\"a   \n      b\"", "a b"},
@@ -320,6 +320,9 @@ func TestParseAnnotationsYAMLShapes(t *testing.T) {
 		{"other documents ignored", "foo: bar\n---\nmetadata:\n  annotations:\n    a: b\n---\n# empty\n", map[string]string{"a": "b"}},
 		{"metadata after spec", "spec:\n  containers:\n  - name: c\nmetadata:\n  annotations:\n    a: b\n", map[string]string{"a": "b"}},
 		{"BOM", "\ufeffmetadata:\n  annotations:\n    a: b\n", map[string]string{"a": "b"}},
+		{"anchor and alias", "metadata:\n  annotations:\n    a: &x b\n    c: *x\n", map[string]string{"a": "b", "c": "b"}},
+		{"tag", "metadata:\n  annotations:\n    a: !!str 80\n", map[string]string{"a": "80"}},
+		{"flow annotations", "metadata:\n  annotations: {a: b, c: '*'}\n", map[string]string{"a": "b", "c": "*"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := parseAnn(t, tc.in); !reflect.DeepEqual(got, tc.want) {
@@ -331,33 +334,29 @@ func TestParseAnnotationsYAMLShapes(t *testing.T) {
 
 func TestParseAnnotationsYAMLRefused(t *testing.T) {
 	for _, tc := range []struct{ name, in, fragment string }{
-		{"alias", "metadata:\n  annotations:\n    a: *x\n", "quote"},
-		{"anchor", "metadata:\n  annotations:\n    a: &x b\n", "anchors"},
-		{"tag", "metadata:\n  annotations:\n    a: !!str b\n", "tags"},
-		{"flow annotations", "metadata:\n  annotations: {a: b}\n", "flow"},
-		{"flow value", "metadata:\n  annotations:\n    a: [1, 2]\n", "flow"},
-		{"nested mapping value", "metadata:\n  annotations:\n    a:\n      b: c\n", "mapping"},
-		{"list value", "metadata:\n  annotations:\n    a:\n    - b\n", "list"},
-		{"annotations list", "metadata:\n  annotations:\n  - a\n", "list"},
-		{"tab indentation", "metadata:\n  annotations:\n\ta: b\n", "tab"},
-		{"unterminated quote", "metadata:\n  annotations:\n    a: \"b\n", "unterminated"},
-		{"junk after quote", "metadata:\n  annotations:\n    a: \"b\" c\n", "after quoted"},
+		{"alias", "metadata:\n  annotations:\n    a: *x\n", "anchor"},
+		{"flow value", "metadata:\n  annotations:\n    a: [1, 2]\n", "array"},
+		{"nested mapping value", "metadata:\n  annotations:\n    a:\n      b: c\n", "object"},
+		{"list value", "metadata:\n  annotations:\n    a:\n    - b\n", "array"},
+		{"annotations list", "metadata:\n  annotations:\n  - a\n", "array"},
+		{"tab indentation", "metadata:\n  annotations:\n\ta: b\n", "line 3"},
+		{"unterminated quote", "metadata:\n  annotations:\n    a: \"b\n", "end of stream"},
+		{"junk after quote", "metadata:\n  annotations:\n    a: \"b\" c\n", "line 2"},
 		{"bad escape", "metadata:\n  annotations:\n    a: \"\\q\"\n", "escape"},
-		{"duplicate key", "metadata:\n  annotations:\n    a: b\n    a: c\n", "twice"},
-		{"colon in plain", "metadata:\n  annotations:\n    a: b: c\n", "quote it"},
-		{"several pods", "kind: Pod\nmetadata:\n  name: a\n---\nkind: Pod\nmetadata:\n  name: b\n", "2 documents"},
+		{"colon in plain", "metadata:\n  annotations:\n    a: b: c\n", "mapping values"},
+		{"several pods", "kind: Pod\nmetadata:\n  name: a\n---\nkind: Pod\nmetadata:\n  name: b\n", "2 manifests"},
 		{"not a pod", "kind: Deployment\nmetadata:\n  annotations:\n    a: b\n", "Deployment"},
 		{"no metadata", "kind: Pod\nspec: {}\n", "metadata"},
-		{"not yaml", "just some words\n", "key: value"},
-		{"bad indentation", "metadata:\n  annotations:\n      a: b\n    c: d\n", "indentation"},
-		{"bad block header", "metadata:\n  annotations:\n    a: |x\n      b\n", "block scalar"},
+		{"not yaml", "just some words\n", "string"},
+		{"bad indentation", "metadata:\n  annotations:\n      a: b\n    c: d\n", "line 3"},
+		{"bad block header", "metadata:\n  annotations:\n    a: |x\n      b\n", "line 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseAnnotations(strings.NewReader(tc.in))
 			if err == nil {
 				t.Fatalf("accepted:\n%s", tc.in)
 			}
-			if !strings.Contains(err.Error(), tc.fragment) {
+			if !strings.HasPrefix(err.Error(), "annotations: ") || !strings.Contains(err.Error(), tc.fragment) {
 				t.Errorf("error %q does not mention %q", err, tc.fragment)
 			}
 		})
