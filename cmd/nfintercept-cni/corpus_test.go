@@ -117,7 +117,9 @@ type noLookups struct{}
 
 func (noLookups) LookupUser(name string) (uint32, error)  { return 0, errors.New("no user " + name) }
 func (noLookups) LookupGroup(name string) (uint32, error) { return 0, errors.New("no group " + name) }
-func (noLookups) ReadResolvConf() ([]byte, error)         { return nil, errors.New("resolv.conf must not be read") }
+func (noLookups) ReadResolvConf() ([]byte, error) {
+	return nil, errors.New("resolv.conf must not be read")
+}
 
 // TestCNICorpus feeds each pod through the plugin's configuration and pod
 // selection, and compares the resulting rules, rendered as iptables-restore
