@@ -20,6 +20,10 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
+// errPluginNotAvailable is the spec's STATUS code for "cannot serve ADD"
+// (CNI 1.1; this library version has no constant for it).
+const errPluginNotAvailable uint = 50
+
 // Our error codes (100 and up; the CNI spec reserves the lower ones).
 const (
 	errKernel uint = 100 // the kernel refused or failed; previous state kept
@@ -194,7 +198,7 @@ func (p *plugin) status(a *skel.CmdArgs) error {
 		return p.finish(nil, c, cerr)
 	}
 	if err := probeNetlink(context.Background()); err != nil {
-		return p.finish(conf, c, types.NewError(types.ErrPluginNotAvailable, "nf_tables over netlink does not work here: "+err.Error(), ""))
+		return p.finish(conf, c, types.NewError(errPluginNotAvailable, "nf_tables over netlink does not work here: "+err.Error(), ""))
 	}
 	c.decision = "ready"
 	return p.finish(conf, c, nil)
