@@ -27,7 +27,13 @@ import (
 // namespace: the "node" in which libcni runs the chain, so the bridge
 // plugin creates its bridge and host-side veths there, never in the root
 // namespace.
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	harness.Main(m, func() {
+		if builtBin != "" {
+			_ = os.RemoveAll(filepath.Dir(builtBin))
+		}
+	})
+}
 
 // Addresses of the chain's bridge network.
 const (
@@ -53,10 +59,7 @@ func newChain(t *testing.T) *chain {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	binDir := filepath.Join(dir, "bin")
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, pluginType), ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	binDir := filepath.Dir(pluginBinary(t))
 	return &chain{
 		cni:     libcni.NewCNIConfigWithCacheDir([]string{refDir, binDir}, filepath.Join(dir, "cache"), nil),
 		dir:     dir,
