@@ -2,9 +2,10 @@
 # create their own network namespaces; none changes the root namespace.
 GO      ?= go
 BIN     ?= bin/nfintercept
+CNI_BIN ?= bin/nfintercept-cni
 FUZZTIME ?= 60s
 
-.PHONY: all build deps tools test unit equivalence fuzz bench demo lint clean
+.PHONY: all build deps tools test unit equivalence fuzz bench demo demo-cni lint clean
 
 all: build
 
@@ -44,6 +45,12 @@ bench: deps tools
 
 demo: deps build
 	$(GO) run ./integration/demo -bin $(BIN)
+
+# The CNI plugin in the chain bridge+host-local -> loopback -> nfintercept-cni,
+# run through libcni from a throwaway node namespace.
+demo-cni: deps tools
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(CNI_BIN) ./cmd/nfintercept-cni
+	$(GO) run ./integration/demo -cni $(CNI_BIN)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

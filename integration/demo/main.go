@@ -41,8 +41,13 @@ func main() {
 		os.Exit(client(os.Args[2]))
 	}
 	bin := flag.String("bin", "bin/nfintercept", "nfintercept binary to demonstrate")
+	cniPlugin := flag.String("cni", "", "demonstrate this nfintercept-cni binary in a libcni chain instead")
 	flag.Parse()
-	if err := run(*bin); err != nil {
+	demo := func() error { return run(*bin) }
+	if *cniPlugin != "" {
+		demo = func() error { return runCNI(*cniPlugin) }
+	}
+	if err := demo(); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
