@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
 )
 
 // errPluginNotAvailable is the spec's STATUS code for "cannot serve ADD"
@@ -36,15 +38,59 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "install" || os.Args[1] == "uninstall") {
 		os.Exit(installMain(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
 	}
+	stdin := replayStdin()
 	p := &plugin{stdout: os.Stdout, stderr: os.Stderr, getenv: os.LookupEnv}
 	if err := skel.PluginMainFuncsWithError(skel.CNIFuncs{
 		Add: p.add, Check: p.check, Del: p.del, GC: p.gc, Status: p.status,
-	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), about); err != nil {
-		if perr := err.Print(); perr != nil {
-			fmt.Fprintln(os.Stderr, err.Error())
-		}
+	}, version.PluginSupports(supportedVersions...), about); err != nil {
+		printError(os.Stdout, errorVersion(stdin), err)
 		os.Exit(1)
 	}
+}
+
+var supportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// replayStdin reads the configuration so errors can carry its cniVersion,
+// and hands the same bytes to skel as stdin.
+func replayStdin() []byte {
+	if os.Getenv("CNI_COMMAND") == "" {
+		return nil // skel prints the about text; stdin may be a terminal
+	}
+	data, _ := io.ReadAll(os.Stdin)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return data
+	}
+	go func() {
+		_, _ = w.Write(data)
+		w.Close()
+	}()
+	os.Stdin = r
+	return data
+}
+
+// errorVersion is the cniVersion an error is reported in: the
+// configuration's, or the newest we speak when it has none.
+func errorVersion(stdin []byte) string {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if json.Unmarshal(stdin, &v) == nil && v.CNIVersion != "" {
+		return v.CNIVersion
+	}
+	return supportedVersions[len(supportedVersions)-1]
+}
+
+// printError prints the spec's error object: cniVersion, code, msg,
+// details.
+func printError(w io.Writer, cniVersion string, e *types.Error) {
+	out, _ := json.Marshal(struct {
+		CNIVersion string `json:"cniVersion"`
+		Code       uint   `json:"code"`
+		Msg        string `json:"msg"`
+		Details    string `json:"details,omitempty"`
+	}{cniVersion, e.Code, e.Msg, e.Details})
+	fmt.Fprintf(w, "%s\n", out)
 }
 
 type plugin struct {
@@ -167,7 +213,7 @@ func (p *plugin) del(a *skel.CmdArgs) error {
 		c.decision = "nothing to do: no network namespace"
 		return p.finish(conf, c, nil)
 	}
-	if _, err := os.Stat(a.Netns); errors.Is(err, os.ErrNotExist) {
+	if netnsGone(a.Netns) {
 		c.decision = "nothing to do: network namespace is gone"
 		return p.finish(conf, c, nil)
 	}
@@ -176,6 +222,17 @@ func (p *plugin) del(a *skel.CmdArgs) error {
 	}
 	c.decision = "removed"
 	return p.finish(conf, c, nil)
+}
+
+// netnsGone reports a namespace path that no longer names a network
+// namespace: removed, or left behind as a plain file once unmounted (as
+// runtimes leave /var/run/netns/cni-... behind).
+func netnsGone(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return errors.Is(err, unix.ENOENT)
+	}
+	return st.Type != unix.NSFS_MAGIC
 }
 
 // gc succeeds: the plugin keeps no state outside the pods' namespaces,
