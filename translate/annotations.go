@@ -110,19 +110,26 @@ func InjectorOptions(ann map[string]string) (Options, error) {
 	if o.OutboundPortsExclude, err = checkAnnPorts(AnnExcludeOutboundPorts, ann[AnnExcludeOutboundPorts], false); err != nil {
 		return Options{}, err
 	}
+	if err := annInterfaces(ann, &o); err != nil {
+		return Options{}, err
+	}
+	return o, nil
+}
+
+// annInterfaces sets -k (istio.io/reroute-virtual-interfaces, else the
+// deprecated kubevirtInterfaces) and -c from the annotations, the same for
+// the injector and the CNI plugin.
+func annInterfaces(ann map[string]string, o *Options) error {
 	virtKey := AnnRerouteVirtualInterfaces
 	if _, ok := ann[virtKey]; !ok {
 		virtKey = AnnKubevirtInterfaces
 	}
 	o.RerouteVirtualInterfaces = ann[virtKey]
 	if err := checkAnnIfaces(virtKey, o.RerouteVirtualInterfaces); err != nil {
-		return Options{}, err
+		return err
 	}
 	o.ExcludeInterfaces = ann[AnnExcludeInterfaces]
-	if err := checkAnnIfaces(AnnExcludeInterfaces, o.ExcludeInterfaces); err != nil {
-		return Options{}, err
-	}
-	return o, nil
+	return checkAnnIfaces(AnnExcludeInterfaces, o.ExcludeInterfaces)
 }
 
 // InjectorConfig is InjectorOptions validated into a Config.

@@ -152,16 +152,7 @@ func CNIPodDecision(pod CNIPod, processEnv func(string) (string, bool)) (CNIDeci
 	}
 	o.InboundPortsExclude = appendUnique(o.InboundPortsExclude, "15020", "15021", "15090")
 
-	virtKey := AnnRerouteVirtualInterfaces
-	if _, ok := ann[virtKey]; !ok {
-		virtKey = AnnKubevirtInterfaces
-	}
-	o.RerouteVirtualInterfaces = ann[virtKey]
-	if err := checkAnnIfaces(virtKey, o.RerouteVirtualInterfaces); err != nil {
-		return CNIDecision{}, err
-	}
-	o.ExcludeInterfaces = ann[AnnExcludeInterfaces]
-	if err := checkAnnIfaces(AnnExcludeInterfaces, o.ExcludeInterfaces); err != nil {
+	if err := annInterfaces(ann, &o); err != nil {
 		return CNIDecision{}, err
 	}
 	d.Options = o

@@ -20,6 +20,8 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
 // errPluginNotAvailable is the spec's STATUS code for "cannot serve ADD"
@@ -137,18 +139,28 @@ func (p *plugin) add(a *skel.CmdArgs) error {
 	return p.finish(conf, c, err)
 }
 
-func (p *plugin) addPod(a *skel.CmdArgs, c *call) (*netConf, error) {
+// pod reads the configuration and CNI_ARGS and decides what to do with
+// the pod.
+func (p *plugin) pod(a *skel.CmdArgs) (*netConf, translate.CNIDecision, error) {
 	conf, cerr := parseConf(a.StdinData)
 	if cerr != nil {
-		return nil, cerr
+		return nil, translate.CNIDecision{}, cerr
 	}
 	pa, cerr := parseArgs(a.Args)
 	if cerr != nil {
-		return conf, cerr
+		return conf, translate.CNIDecision{}, cerr
 	}
 	d, cerr := conf.decision(pa, p.getenv)
 	if cerr != nil {
-		return conf, cerr
+		return conf, translate.CNIDecision{}, cerr
+	}
+	return conf, d, nil
+}
+
+func (p *plugin) addPod(a *skel.CmdArgs, c *call) (*netConf, error) {
+	conf, d, err := p.pod(a)
+	if err != nil {
+		return conf, err
 	}
 	if d.Skip != "" {
 		c.decision = "pass through: " + d.Skip
@@ -172,20 +184,12 @@ func (p *plugin) check(a *skel.CmdArgs) error {
 }
 
 func (p *plugin) checkPod(a *skel.CmdArgs, c *call) (*netConf, error) {
-	conf, cerr := parseConf(a.StdinData)
-	if cerr != nil {
-		return nil, cerr
+	conf, d, err := p.pod(a)
+	if err != nil {
+		return conf, err
 	}
 	if len(conf.PrevResult) == 0 {
 		return conf, types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
-	}
-	pa, cerr := parseArgs(a.Args)
-	if cerr != nil {
-		return conf, cerr
-	}
-	d, cerr := conf.decision(pa, p.getenv)
-	if cerr != nil {
-		return conf, cerr
 	}
 	if d.Skip != "" {
 		c.decision = "pass through: " + d.Skip
