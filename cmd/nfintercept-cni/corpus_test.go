@@ -3,95 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/internal/cnicorpus"
 	"github.com/nfintercept/nfintercept/translate"
 )
-
-// corpusPod is one case of testdata/istio-cni (derived from Istio, see
-// its NOTICE): the pod as Istio's CNI plugin sees it, and what Istio's
-// plugin hands to iptables-restore for it.
-type corpusPod struct {
-	name        string
-	annotations map[string]string
-	proxy       proxyConf
-	golden      string
-}
-
-func loadCNICorpus(t *testing.T) []corpusPod {
-	t.Helper()
-	root := "testdata/istio-cni"
-	dirs, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []corpusPod
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
-		}
-		dir := filepath.Join(root, d.Name())
-		c := corpusPod{name: d.Name(), annotations: map[string]string{}}
-		for _, line := range readLines(t, filepath.Join(dir, "annotations")) {
-			k, v, _ := strings.Cut(line, "=")
-			c.annotations[k] = v
-		}
-		for _, line := range readLines(t, filepath.Join(dir, "istio-proxy")) {
-			k, v, _ := strings.Cut(line, "=")
-			switch {
-			case k == "runAsUser" || k == "runAsGroup":
-				n, err := strconv.ParseUint(v, 10, 32)
-				if err != nil {
-					t.Fatalf("%s: %s", dir, line)
-				}
-				if k == "runAsUser" {
-					c.proxy.UID = uint32(n)
-				} else {
-					c.proxy.GID = uint32(n)
-				}
-			case strings.HasPrefix(k, "env "):
-				if c.proxy.Env == nil {
-					c.proxy.Env = map[string]string{}
-				}
-				c.proxy.Env[strings.TrimPrefix(k, "env ")] = v
-			default:
-				t.Fatalf("%s: unknown fact %q", dir, line)
-			}
-		}
-		golden, err := os.ReadFile(filepath.Join(dir, "iptables.golden"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.golden = string(golden)
-		out = append(out, c)
-	}
-	if len(out) != 9 {
-		t.Fatalf("corpus has %d cases, want 9", len(out))
-	}
-	return out
-}
-
-func readLines(t *testing.T, path string) []string {
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 // stdinFor is the plugin's stdin for a pod: our conflist entry with the
 // case's proxy facts and the annotations the runtime adds.
@@ -126,9 +44,14 @@ func (noLookups) ReadResolvConf() ([]byte, error) {
 // input, with what Istio's plugin programs: per table, as Istio's own test
 // compares them.
 func TestCNICorpus(t *testing.T) {
-	for _, c := range loadCNICorpus(t) {
-		t.Run(c.name, func(t *testing.T) {
-			conf, cerr := parseConf(stdinFor(t, c.proxy, c.annotations))
+	pods, err := cnicorpus.Load("testdata/istio-cni")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pods {
+		t.Run(c.Name, func(t *testing.T) {
+			proxy := proxyConf{UID: c.Pod.ProxyUID, GID: c.Pod.ProxyGID, Env: c.Pod.ProxyEnv}
+			conf, cerr := parseConf(stdinFor(t, proxy, c.Pod.Annotations))
 			if cerr != nil {
 				t.Fatal(cerr)
 			}
@@ -144,7 +67,7 @@ func TestCNICorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := tables(compat.Restore(translate.Build(cfg), translate.IPv4))
-			want := tables(c.golden)
+			want := tables(c.Golden)
 			for name, block := range want {
 				if got[name] != block {
 					t.Errorf("table %s differs:\n--- want (Istio) ---\n%s--- got ---\n%s", name, block, got[name])
