@@ -29,7 +29,7 @@ test: deps tools lint
 	$(MAKE) fuzz
 
 unit:
-	$(GO) test -count=1 ./translate/ ./compat/
+	$(GO) test -count=1 ./translate/ ./compat/ ./cmd/nfintercept/istioflags/
 
 equivalence:
 	$(GO) test -count=1 -timeout 30m -run 'Equivalence' -v ./integration/...
@@ -37,7 +37,7 @@ equivalence:
 # Go fuzzes one target per run: option parsing/validation, then
 # options → model → nft text and iptables view.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./translate/
+	$(GO) test -run '^$$' -fuzz '^FuzzOptionsConfig$$' -fuzztime $(FUZZTIME) ./cmd/nfintercept/istioflags/
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigText$$' -fuzztime $(FUZZTIME) ./translate/
 
 bench: deps tools

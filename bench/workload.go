@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -36,7 +37,7 @@ func Options(args []string) (translate.Options, error) {
 	fs := pflag.NewFlagSet("bench", pflag.ContinueOnError)
 	opts := translate.DefaultOptions()
 	noEnv := func(string) (string, bool) { return "", false }
-	opts.AddFlags(fs, noEnv)
+	istioflags.Add(fs, &opts, noEnv)
 	if err := fs.Parse(args); err != nil {
 		return opts, fmt.Errorf("parse %q: %w", args, err)
 	}

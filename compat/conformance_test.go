@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/compat"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -82,7 +83,7 @@ func TestCorpusByteIdentical(t *testing.T) {
 			getenv := func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }
 			opts := translate.DefaultOptions()
 			fs := pflag.NewFlagSet("istio-iptables", pflag.ContinueOnError)
-			opts.AddFlags(fs, getenv)
+			istioflags.Add(fs, &opts, getenv)
 			if err := fs.Parse(c.args); err != nil {
 				t.Fatalf("parse %q: %v", c.args, err)
 			}

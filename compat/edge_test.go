@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/compat"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -15,7 +16,7 @@ func render(t *testing.T, env map[string]string, args ...string) (v4, v6 string)
 	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	opts := translate.DefaultOptions()
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-	opts.AddFlags(fs, getenv)
+	istioflags.Add(fs, &opts, getenv)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func TestArgsFromAnnotations(t *testing.T) {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
 			}
 			// What the injector would run must be a valid configuration.
-			if _, err := configFor(t, newFake(), nil, got...); err != nil {
+			if _, err := InjectorConfig(tc.ann, HostSystem()); err != nil {
 				t.Errorf("args %q refused: %v", got, err)
 			}
 		})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/compat"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
@@ -320,7 +321,7 @@ func FuzzConfigText(f *testing.F) {
 		o := translate.DefaultOptions()
 		fs := pflag.NewFlagSet("fuzz", pflag.ContinueOnError)
 		fs.SetOutput(new(strings.Builder))
-		o.AddFlags(fs, func(string) (string, bool) { return "", false })
+		istioflags.Add(fs, &o, func(string) (string, bool) { return "", false })
 		if err := fs.Parse(strings.Fields(argLine)); err != nil {
 			return
 		}

@@ -124,6 +124,23 @@ func (e *OptionError) Error() string {
 	return fmt.Sprintf("invalid %s %q: %s", name, e.Value, e.Reason)
 }
 
+// SetEnvSource records that the current value of the option long (its
+// long flag name) came from the environment variable env, or with env ""
+// from the command line, so errors can say where to look.
+func (o *Options) SetEnvSource(long, env string) {
+	if env == "" {
+		delete(o.fromEnv, long)
+		return
+	}
+	if o.fromEnv == nil {
+		o.fromEnv = map[string]string{}
+	}
+	o.fromEnv[long] = env
+}
+
+// ShortFlag is the one-letter form of a long flag name, "" if it has none.
+func ShortFlag(long string) string { return shortOf[long] }
+
 // optError builds the error for a flag's value, naming where it came from.
 func (o *Options) optError(long, value, reason string) error {
 	return &OptionError{Option: flagDisplay(long), Env: o.fromEnv[long], Value: value, Reason: reason}

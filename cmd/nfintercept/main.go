@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -87,7 +88,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprint(stderr, usageHead+"\nIstio options:\n"+fs.FlagUsages()+logOpts.help())
 	}
 	opts := translate.DefaultOptions()
-	opts.AddFlags(fs, getenv)
+	istioflags.Add(fs, &opts, getenv)
 	format := fs.String("format", "nft", "render: output format (nft, iptables, json)")
 	family := fs.String("family", "ipv4", "render --format iptables: address family (ipv4, ipv6)")
 

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -94,7 +95,7 @@ func (c Case) Options() (translate.Options, error) {
 	opts := translate.DefaultOptions()
 	fs := pflag.NewFlagSet("istio-iptables", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	opts.AddFlags(fs, getenv)
+	istioflags.Add(fs, &opts, getenv)
 	if err := fs.Parse(c.Args); err != nil {
 		return opts, fmt.Errorf("parse %q: %w", c.Args, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nfintercept/nfintercept/cmd/nfintercept/istioflags"
 	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -35,7 +36,7 @@ func run() error {
 	}
 	fs := pflag.NewFlagSet("nfiapply", pflag.ContinueOnError)
 	opts := translate.DefaultOptions()
-	opts.AddFlags(fs, os.LookupEnv)
+	istioflags.Add(fs, &opts, os.LookupEnv)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -1,14 +1,19 @@
-package translate
+// Package istioflags binds istio-iptables' flags and environment variables
+// to translate.Options with pflag: the command line's adapter into the
+// typed configuration.
+package istioflags
 
 import (
 	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
 // flagSpec describes one istio-iptables flag: names, environment binding
-// and help. Values are bound to an Options field by AddFlags.
+// and help. Values are bound to an Options field by Add.
 type flagSpec struct {
 	long  string
 	noEnv bool   // -p only: istio-iptables binds no env var to it
@@ -17,7 +22,7 @@ type flagSpec struct {
 	// extension for -m, see its help text).
 	fallback string
 	usage    string
-	value    func(o *Options) value
+	value    func(o *translate.Options) value
 }
 
 // value is a pflag.Value whose parse can be tried without side effects on
@@ -27,12 +32,12 @@ type value interface {
 	set(s string) error // parse and store; leaves the value alone on error
 }
 
-func (o *Options) flagSpecs() []flagSpec {
-	str := func(p *string) func(*Options) value {
-		return func(*Options) value { return (*stringValue)(p) }
+func flagSpecs(o *translate.Options) []flagSpec {
+	str := func(p *string) func(*translate.Options) value {
+		return func(*translate.Options) value { return (*stringValue)(p) }
 	}
-	boolean := func(p *bool) func(*Options) value {
-		return func(*Options) value { return (*boolValue)(p) }
+	boolean := func(p *bool) func(*translate.Options) value {
+		return func(*translate.Options) value { return (*boolValue)(p) }
 	}
 	return []flagSpec{
 		{long: "envoy-port", noEnv: true, value: str(&o.EnvoyPort),
@@ -69,9 +74,9 @@ func (o *Options) flagSpecs() []flagSpec {
 			usage: "TPROXY mode: routing table (decimal, not 0/253/254/255) that receives \"local default dev lo\" for marked packets"},
 		{long: "dry-run", value: boolean(&o.DryRun),
 			usage: "change nothing: show what would be installed"},
-		{long: "iptables-probe-port", value: func(*Options) value { return (*uint16Value)(&o.IptablesProbePort) },
+		{long: "iptables-probe-port", value: func(*translate.Options) value { return (*uint16Value)(&o.IptablesProbePort) },
 			usage: "port the --run-validation probe connects to"},
-		{long: "probe-timeout", value: func(*Options) value { return (*durationValue)(&o.ProbeTimeout) },
+		{long: "probe-timeout", value: func(*translate.Options) value { return (*durationValue)(&o.ProbeTimeout) },
 			usage: "how long --run-validation waits for the probe to be redirected"},
 		{long: "skip-rule-apply", value: boolean(&o.SkipRuleApply),
 			usage: "install no rules nor routes (validation may still run)"},
@@ -102,45 +107,42 @@ func (o *Options) flagSpecs() []flagSpec {
 	}
 }
 
-// AddFlags registers every istio-iptables flag on fs, bound to o, and
-// applies the environment as istio-iptables does while registering: the
-// primary variable (long name upper-cased, '-' → '_'; none for -p), then
-// the additional one, which wins. Environment values that do not parse
-// are ignored silently; command-line values parsed later by fs win over
-// the environment and are hard errors when malformed. Call LoadEnvOnly for
+// Add registers every istio-iptables flag on fs, bound to o, and applies
+// the environment as istio-iptables does while registering: the primary
+// variable (long name upper-cased, '-' → '_'; none for -p), then the
+// additional one, which wins. Environment values that do not parse are
+// ignored silently; command-line values parsed later by fs win over the
+// environment and are hard errors when malformed. Call o.LoadEnvOnly for
 // the variables that have no flag.
-func (o *Options) AddFlags(fs *pflag.FlagSet, getenv func(string) (string, bool)) {
-	if o.fromEnv == nil {
-		o.fromEnv = map[string]string{}
-	}
-	for _, spec := range o.flagSpecs() {
+func Add(fs *pflag.FlagSet, o *translate.Options, getenv func(string) (string, bool)) {
+	for _, spec := range flagSpecs(o) {
 		v := spec.value(o)
-		fl := fs.VarPF(&trackedValue{value: v, o: o, long: spec.long}, spec.long, shortOf[spec.long], spec.usage)
+		fl := fs.VarPF(&trackedValue{value: v, o: o, long: spec.long}, spec.long, translate.ShortFlag(spec.long), spec.usage)
 		if v.Type() == "bool" {
 			fl.NoOptDefVal = "true" // bare --redirect-dns means true
 		}
 		if spec.noEnv {
 			continue
 		}
-		primary := EnvName(spec.long)
+		primary := translate.EnvName(spec.long)
 		if val, ok := getenv(primary); ok {
-			o.setFromEnv(v, spec.long, primary, val)
+			setFromEnv(o, v, spec.long, primary, val)
 		} else if spec.fallback != "" {
 			if val, ok := getenv(spec.fallback); ok {
-				o.setFromEnv(v, spec.long, spec.fallback, val)
+				setFromEnv(o, v, spec.long, spec.fallback, val)
 			}
 		}
 		if spec.extra != "" {
 			if val, ok := getenv(spec.extra); ok {
-				o.setFromEnv(v, spec.long, spec.extra, val)
+				setFromEnv(o, v, spec.long, spec.extra, val)
 			}
 		}
 	}
 }
 
-func (o *Options) setFromEnv(v value, long, env, val string) {
+func setFromEnv(o *translate.Options, v value, long, env, val string) {
 	if v.set(val) == nil {
-		o.fromEnv[long] = env
+		o.SetEnvSource(long, env)
 	}
 }
 
@@ -148,7 +150,7 @@ func (o *Options) setFromEnv(v value, long, env, val string) {
 // the flag.
 type trackedValue struct {
 	value
-	o    *Options
+	o    *translate.Options
 	long string
 }
 
@@ -156,7 +158,7 @@ func (t *trackedValue) Set(s string) error {
 	if err := t.value.set(s); err != nil {
 		return err
 	}
-	delete(t.o.fromEnv, t.long)
+	t.o.SetEnvSource(t.long, "")
 	return nil
 }
 

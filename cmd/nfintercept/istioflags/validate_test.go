@@ -1,4 +1,4 @@
-package translate
+package istioflags
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
 // fakeSystem knows a few users and groups and serves a fixed resolv.conf.
@@ -46,7 +48,7 @@ func newFake() *fakeSystem {
 	}
 }
 
-func configFor(t *testing.T, sys System, env envMap, args ...string) (Config, error) {
+func configFor(t *testing.T, sys translate.System, env envMap, args ...string) (translate.Config, error) {
 	t.Helper()
 	o, err := parseOpts(t, env, args...)
 	if err != nil {
@@ -55,7 +57,7 @@ func configFor(t *testing.T, sys System, env envMap, args ...string) (Config, er
 	return o.Config(sys)
 }
 
-func mustConfig(t *testing.T, env envMap, args ...string) Config {
+func mustConfig(t *testing.T, env envMap, args ...string) translate.Config {
 	t.Helper()
 	c, err := configFor(t, newFake(), env, args...)
 	if err != nil {
@@ -64,21 +66,23 @@ func mustConfig(t *testing.T, env envMap, args ...string) Config {
 	return c
 }
 
-func port(raw string, from, to uint16) Port { return Port{Raw: raw, From: from, To: to} }
+func port(raw string, from, to uint16) translate.Port {
+	return translate.Port{Raw: raw, From: from, To: to}
+}
 
 func TestPortLists(t *testing.T) {
 	for _, tc := range []struct {
 		value string
-		want  []Port
+		want  []translate.Port
 	}{
-		{"80", []Port{port("80", 80, 80)}},
-		{"80,,90,", []Port{port("80", 80, 80), port("90", 90, 90)}},
-		{" 80", []Port{port(" 80", 80, 80)}},
-		{"0,65535", []Port{port("0", 0, 0), port("65535", 65535, 65535)}},
-		{"8000:9000", []Port{port("8000:9000", 8000, 9000)}},
-		{":100", []Port{port(":100", 0, 100)}},
-		{"100:", []Port{port("100:", 100, 65535)}},
-		{"5:5", []Port{port("5:5", 5, 5)}},
+		{"80", []translate.Port{port("80", 80, 80)}},
+		{"80,,90,", []translate.Port{port("80", 80, 80), port("90", 90, 90)}},
+		{" 80", []translate.Port{port(" 80", 80, 80)}},
+		{"0,65535", []translate.Port{port("0", 0, 0), port("65535", 65535, 65535)}},
+		{"8000:9000", []translate.Port{port("8000:9000", 8000, 9000)}},
+		{":100", []translate.Port{port(":100", 0, 100)}},
+		{"100:", []translate.Port{port("100:", 100, 65535)}},
+		{"5:5", []translate.Port{port("5:5", 5, 5)}},
 		{"", nil},
 		{",", nil},
 	} {
@@ -88,7 +92,7 @@ func TestPortLists(t *testing.T) {
 				args = append(args, "-b", "*")
 			}
 			c := mustConfig(t, nil, args...)
-			got := map[string][]Port{"-q": c.OutboundPortsInclude, "-o": c.OutboundPortsExclude,
+			got := map[string][]translate.Port{"-q": c.OutboundPortsInclude, "-o": c.OutboundPortsExclude,
 				"-b": c.InboundPorts.Ports, "-d": c.InboundPortsExclude}[fl]
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("%s %q = %+v, want %+v", fl, tc.value, got, tc.want)
@@ -99,7 +103,7 @@ func TestPortLists(t *testing.T) {
 
 // refused checks that args are refused with a one-line message containing
 // every fragment.
-func refused(t *testing.T, sys System, env envMap, args []string, fragments ...string) {
+func refused(t *testing.T, sys translate.System, env envMap, args []string, fragments ...string) {
 	t.Helper()
 	if sys == nil {
 		sys = newFake()
@@ -172,7 +176,9 @@ func TestSinglePorts(t *testing.T) {
 	}
 }
 
-func pfx(s string) Prefix { return Prefix{Raw: s, Prefix: netip.MustParsePrefix(s)} }
+func pfx(s string) translate.Prefix {
+	return translate.Prefix{Raw: s, Prefix: netip.MustParsePrefix(s)}
+}
 
 func TestCIDRLists(t *testing.T) {
 	c := mustConfig(t, nil, "-i", "10.1.2.3/8,2001:db8::1/32,,::ffff:10.0.0.1/128", "-x", "1.1.0.0/16,1.1.0.0/16")
@@ -180,13 +186,13 @@ func TestCIDRLists(t *testing.T) {
 	if in.All || in.HasLoopback {
 		t.Errorf("include flags: %+v", in)
 	}
-	if !reflect.DeepEqual(in.V4, []Prefix{pfx("10.1.2.3/8")}) {
+	if !reflect.DeepEqual(in.V4, []translate.Prefix{pfx("10.1.2.3/8")}) {
 		t.Errorf("include v4 = %+v", in.V4)
 	}
 	if in.V4[0].Prefix.Addr() != netip.MustParseAddr("10.1.2.3") {
 		t.Error("host bits must be kept (the nft layer masks)")
 	}
-	if !reflect.DeepEqual(in.V6, []Prefix{pfx("2001:db8::1/32"), pfx("::ffff:10.0.0.1/128")}) {
+	if !reflect.DeepEqual(in.V6, []translate.Prefix{pfx("2001:db8::1/32"), pfx("::ffff:10.0.0.1/128")}) {
 		t.Errorf("include v6 = %+v", in.V6)
 	}
 	if ex := c.OutboundIPRangesExclude; len(ex.V4) != 2 || ex.All || len(ex.V6) != 0 {
@@ -218,8 +224,8 @@ func TestCIDRListsRefused(t *testing.T) {
 	refused(t, nil, nil, []string{"-i", "*,10.0.0.0/8"}, "-i/--istio-service-cidr", "whole value")
 }
 
-func own(raw string, from, to uint32) Owner {
-	return Owner{Raw: raw, From: from, To: to, Resolved: true}
+func own(raw string, from, to uint32) translate.Owner {
+	return translate.Owner{Raw: raw, From: from, To: to, Resolved: true}
 }
 
 func TestOwners(t *testing.T) {
@@ -227,18 +233,18 @@ func TestOwners(t *testing.T) {
 		name       string
 		env        envMap
 		args       []string
-		uids, gids []Owner
+		uids, gids []translate.Owner
 	}{
-		{"default: uid of ENVOY_USER", nil, nil, []Owner{own("1337", 1337, 1337)}, []Owner{own("1337", 1337, 1337)}},
-		{"ENVOY_USER other user", envMap{EnvEnvoyUser: "envoy"}, nil, []Owner{own("101", 101, 101)}, []Owner{own("101", 101, 101)}},
-		{"ENVOY_USER unknown → 1337", envMap{EnvEnvoyUser: "ghost"}, nil, []Owner{own("1337", 1337, 1337)}, []Owner{own("1337", 1337, 1337)}},
-		{"lists, -g defaults to -u string", nil, []string{"-u", "3,4"}, []Owner{own("3", 3, 3), own("4", 4, 4)}, []Owner{own("3", 3, 3), own("4", 4, 4)}},
-		{"separate -g", nil, []string{"-u", "3,4", "-g", "1,2"}, []Owner{own("3", 3, 3), own("4", 4, 4)}, []Owner{own("1", 1, 1), own("2", 2, 2)}},
-		{"ranges and spaces", nil, []string{"-u", "1000-2000, 7", "-g", "0"}, []Owner{own("1000-2000", 1000, 2000), own(" 7", 7, 7)}, []Owner{own("0", 0, 0)}},
-		{"names", nil, []string{"-u", "envoy", "-g", "wheel"}, []Owner{own("envoy", 101, 101)}, []Owner{own("wheel", 10, 10)}},
-		{"unknown names stay unresolved", nil, []string{"-u", "ghost", "-g", "java"}, []Owner{{Raw: "ghost"}}, []Owner{{Raw: "java"}}},
-		{"-g copies a -u name and looks it up as a group", nil, []string{"-u", "istio-proxy"}, []Owner{own("istio-proxy", 1337, 1337)}, []Owner{own("istio-proxy", 1337, 1337)}},
-		{"max uint32", nil, []string{"-u", "4294967295"}, []Owner{own("4294967295", 4294967295, 4294967295)}, []Owner{own("4294967295", 4294967295, 4294967295)}},
+		{"default: uid of ENVOY_USER", nil, nil, []translate.Owner{own("1337", 1337, 1337)}, []translate.Owner{own("1337", 1337, 1337)}},
+		{"ENVOY_USER other user", envMap{translate.EnvEnvoyUser: "envoy"}, nil, []translate.Owner{own("101", 101, 101)}, []translate.Owner{own("101", 101, 101)}},
+		{"ENVOY_USER unknown → 1337", envMap{translate.EnvEnvoyUser: "ghost"}, nil, []translate.Owner{own("1337", 1337, 1337)}, []translate.Owner{own("1337", 1337, 1337)}},
+		{"lists, -g defaults to -u string", nil, []string{"-u", "3,4"}, []translate.Owner{own("3", 3, 3), own("4", 4, 4)}, []translate.Owner{own("3", 3, 3), own("4", 4, 4)}},
+		{"separate -g", nil, []string{"-u", "3,4", "-g", "1,2"}, []translate.Owner{own("3", 3, 3), own("4", 4, 4)}, []translate.Owner{own("1", 1, 1), own("2", 2, 2)}},
+		{"ranges and spaces", nil, []string{"-u", "1000-2000, 7", "-g", "0"}, []translate.Owner{own("1000-2000", 1000, 2000), own(" 7", 7, 7)}, []translate.Owner{own("0", 0, 0)}},
+		{"names", nil, []string{"-u", "envoy", "-g", "wheel"}, []translate.Owner{own("envoy", 101, 101)}, []translate.Owner{own("wheel", 10, 10)}},
+		{"unknown names stay unresolved", nil, []string{"-u", "ghost", "-g", "java"}, []translate.Owner{{Raw: "ghost"}}, []translate.Owner{{Raw: "java"}}},
+		{"-g copies a -u name and looks it up as a group", nil, []string{"-u", "istio-proxy"}, []translate.Owner{own("istio-proxy", 1337, 1337)}, []translate.Owner{own("istio-proxy", 1337, 1337)}},
+		{"max uint32", nil, []string{"-u", "4294967295"}, []translate.Owner{own("4294967295", 4294967295, 4294967295)}, []translate.Owner{own("4294967295", 4294967295, 4294967295)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := mustConfig(t, tc.env, tc.args...)
@@ -251,7 +257,7 @@ func TestOwners(t *testing.T) {
 
 func TestEnvoyUserLookup(t *testing.T) {
 	sys := newFake()
-	if _, err := configFor(t, sys, envMap{EnvEnvoyUser: ""}); err != nil {
+	if _, err := configFor(t, sys, envMap{translate.EnvEnvoyUser: ""}); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range sys.lookups {
@@ -273,8 +279,8 @@ func TestOwnersRefused(t *testing.T) {
 		refused(t, nil, nil, []string{"-u", v}, "-u/--proxy-uid", fmt.Sprintf("%q", v))
 		refused(t, nil, nil, []string{"-g", v}, "-g/--proxy-gid", fmt.Sprintf("%q", v))
 	}
-	refused(t, nil, envMap{EnvOwnerGroupsInclude: "5-1"}, nil, EnvOwnerGroupsInclude, `"5-1"`)
-	refused(t, nil, envMap{EnvOwnerGroupsExclude: "x y"}, nil, EnvOwnerGroupsExclude, `"x y"`)
+	refused(t, nil, envMap{translate.EnvOwnerGroupsInclude: "5-1"}, nil, translate.EnvOwnerGroupsInclude, `"5-1"`)
+	refused(t, nil, envMap{translate.EnvOwnerGroupsExclude: "x y"}, nil, translate.EnvOwnerGroupsExclude, `"x y"`)
 }
 
 func TestOwnerGroups(t *testing.T) {
@@ -282,21 +288,21 @@ func TestOwnerGroups(t *testing.T) {
 	if !c.OwnerGroupsInclude.All || c.OwnerGroupsExclude != nil {
 		t.Errorf("default owner groups: %+v %+v", c.OwnerGroupsInclude, c.OwnerGroupsExclude)
 	}
-	c = mustConfig(t, envMap{EnvOwnerGroupsInclude: "java,202"})
-	want := OwnerList{Owners: []Owner{{Raw: "java"}, own("202", 202, 202)}}
+	c = mustConfig(t, envMap{translate.EnvOwnerGroupsInclude: "java,202"})
+	want := translate.OwnerList{Owners: []translate.Owner{{Raw: "java"}, own("202", 202, 202)}}
 	if !reflect.DeepEqual(c.OwnerGroupsInclude, want) {
 		t.Errorf("include = %+v, want %+v", c.OwnerGroupsInclude, want)
 	}
-	c = mustConfig(t, envMap{EnvOwnerGroupsInclude: ""})
-	if !reflect.DeepEqual(c.OwnerGroupsInclude, OwnerList{}) {
+	c = mustConfig(t, envMap{translate.EnvOwnerGroupsInclude: ""})
+	if !reflect.DeepEqual(c.OwnerGroupsInclude, translate.OwnerList{}) {
 		t.Errorf("set-but-empty include must be an empty, non-wildcard list: %+v", c.OwnerGroupsInclude)
 	}
-	c = mustConfig(t, envMap{EnvOwnerGroupsExclude: "888,wheel"})
-	if !reflect.DeepEqual(c.OwnerGroupsExclude, []Owner{own("888", 888, 888), own("wheel", 10, 10)}) {
+	c = mustConfig(t, envMap{translate.EnvOwnerGroupsExclude: "888,wheel"})
+	if !reflect.DeepEqual(c.OwnerGroupsExclude, []translate.Owner{own("888", 888, 888), own("wheel", 10, 10)}) {
 		t.Errorf("exclude = %+v", c.OwnerGroupsExclude)
 	}
 	// The exclude list is ignored (not even read) unless include is "*".
-	c = mustConfig(t, envMap{EnvOwnerGroupsInclude: "10", EnvOwnerGroupsExclude: "x y"})
+	c = mustConfig(t, envMap{translate.EnvOwnerGroupsInclude: "10", translate.EnvOwnerGroupsExclude: "x y"})
 	if c.OwnerGroupsExclude != nil {
 		t.Errorf("exclude kept with include != *: %+v", c.OwnerGroupsExclude)
 	}
@@ -308,11 +314,11 @@ func TestOwnerGroups(t *testing.T) {
 		}
 		return strings.Join(l, ",")
 	}
-	if c := mustConfig(t, envMap{EnvOwnerGroupsInclude: groups(64)}); len(c.OwnerGroupsInclude.Owners) != 64 {
+	if c := mustConfig(t, envMap{translate.EnvOwnerGroupsInclude: groups(64)}); len(c.OwnerGroupsInclude.Owners) != 64 {
 		t.Errorf("64 groups: got %d", len(c.OwnerGroupsInclude.Owners))
 	}
-	refused(t, nil, envMap{EnvOwnerGroupsInclude: groups(65)}, nil, EnvOwnerGroupsInclude, "65 groups, at most 64")
-	if c := mustConfig(t, envMap{EnvOwnerGroupsExclude: groups(100)}); len(c.OwnerGroupsExclude) != 100 {
+	refused(t, nil, envMap{translate.EnvOwnerGroupsInclude: groups(65)}, nil, translate.EnvOwnerGroupsInclude, "65 groups, at most 64")
+	if c := mustConfig(t, envMap{translate.EnvOwnerGroupsExclude: groups(100)}); len(c.OwnerGroupsExclude) != 100 {
 		t.Errorf("exclude list is unlimited, got %d", len(c.OwnerGroupsExclude))
 	}
 }
@@ -325,8 +331,8 @@ func TestCheckResolved(t *testing.T) {
 	}{
 		{nil, []string{"-u", "1,ghost"}, []string{"-u/--proxy-uid", `user "ghost"`}},
 		{nil, []string{"-u", "1", "-g", "java"}, []string{"-g/--proxy-gid", `group "java"`}},
-		{envMap{EnvOwnerGroupsInclude: "java,202"}, nil, []string{EnvOwnerGroupsInclude, `group "java"`}},
-		{envMap{EnvOwnerGroupsExclude: "888,ftp"}, nil, []string{EnvOwnerGroupsExclude, `group "ftp"`}},
+		{envMap{translate.EnvOwnerGroupsInclude: "java,202"}, nil, []string{translate.EnvOwnerGroupsInclude, `group "java"`}},
+		{envMap{translate.EnvOwnerGroupsExclude: "888,ftp"}, nil, []string{translate.EnvOwnerGroupsExclude, `group "ftp"`}},
 	} {
 		c := mustConfig(t, tc.env, tc.args...)
 		err := c.CheckResolved()
@@ -340,14 +346,14 @@ func TestCheckResolved(t *testing.T) {
 			}
 		}
 	}
-	c := mustConfig(t, envMap{EnvOwnerGroupsExclude: "wheel"}, "-u", "envoy,5-6", "-g", "wheel,7")
+	c := mustConfig(t, envMap{translate.EnvOwnerGroupsExclude: "wheel"}, "-u", "envoy,5-6", "-g", "wheel,7")
 	if err := c.CheckResolved(); err != nil {
 		t.Errorf("all resolved, got %v", err)
 	}
 }
 
 func TestMode(t *testing.T) {
-	for v, want := range map[string]Mode{"": ModeRedirect, "REDIRECT": ModeRedirect, "TPROXY": ModeTProxy} {
+	for v, want := range map[string]translate.Mode{"": translate.ModeRedirect, "REDIRECT": translate.ModeRedirect, "TPROXY": translate.ModeTProxy} {
 		if c := mustConfig(t, nil, "-m", v); c.Mode != want {
 			t.Errorf("-m %q = %s, want %s", v, c.Mode, want)
 		}
@@ -361,11 +367,11 @@ func TestMode(t *testing.T) {
 func TestTProxyMarkAndTable(t *testing.T) {
 	tp := []string{"-m", "TPROXY", "-b", "80"}
 	c := mustConfig(t, nil, append(tp, "-t", "0x539", "-r", "100")...)
-	if c.TProxyMark != (Mark{Raw: "0x539", Value: 1337}) || c.TProxyRouteTable != 100 {
+	if c.TProxyMark != (translate.Mark{Raw: "0x539", Value: 1337}) || c.TProxyRouteTable != 100 {
 		t.Errorf("mark %+v table %d", c.TProxyMark, c.TProxyRouteTable)
 	}
 	c = mustConfig(t, nil, tp...)
-	if c.TProxyMark != (Mark{Raw: "1337", Value: 1337}) || c.TProxyRouteTable != 133 {
+	if c.TProxyMark != (translate.Mark{Raw: "1337", Value: 1337}) || c.TProxyRouteTable != 133 {
 		t.Errorf("default mark %+v table %d", c.TProxyMark, c.TProxyRouteTable)
 	}
 	if c := mustConfig(t, nil, append(tp, "-t", "4294967295", "-r", "4294967295")...); c.TProxyMark.Value != 4294967295 || c.TProxyRouteTable != 4294967295 {
@@ -387,7 +393,7 @@ func TestTProxyMarkAndTable(t *testing.T) {
 
 func TestInterfaces(t *testing.T) {
 	c := mustConfig(t, nil, "-c", "eth0,,veth+, eth1", "-k", "abcdefghijklmno")
-	if !reflect.DeepEqual(c.ExcludeInterfaces, []Iface{"eth0", "veth+", " eth1"}) || !reflect.DeepEqual(c.RerouteVirtualInterfaces, []Iface{"abcdefghijklmno"}) {
+	if !reflect.DeepEqual(c.ExcludeInterfaces, []translate.Iface{"eth0", "veth+", " eth1"}) || !reflect.DeepEqual(c.RerouteVirtualInterfaces, []translate.Iface{"abcdefghijklmno"}) {
 		t.Errorf("interfaces: %q %q", c.ExcludeInterfaces, c.RerouteVirtualInterfaces)
 	}
 	for _, v := range []string{"abcdefghijklmnop", "a/b", "a b", "e+th", " ", "eth0,x\x00"} {
@@ -397,7 +403,7 @@ func TestInterfaces(t *testing.T) {
 }
 
 func TestHostLoopback(t *testing.T) {
-	c := mustConfig(t, envMap{EnvHostIPv4LoopbackCidr: "127.0.0.1/8"})
+	c := mustConfig(t, envMap{translate.EnvHostIPv4LoopbackCidr: "127.0.0.1/8"})
 	if c.HostIPv4Loopback != pfx("127.0.0.1/8") {
 		t.Errorf("loopback = %+v, want verbatim 127.0.0.1/8", c.HostIPv4Loopback)
 	}
@@ -405,7 +411,7 @@ func TestHostLoopback(t *testing.T) {
 		t.Errorf("default loopback = %+v", c.HostIPv4Loopback)
 	}
 	for _, v := range []string{"", "10.0.0.1/32", "127.0.0.1/7", "127.0.0.1", "::1/128", "::ffff:127.0.0.1/104", "127.0.0.1/33"} {
-		refused(t, nil, envMap{EnvHostIPv4LoopbackCidr: v}, nil, EnvHostIPv4LoopbackCidr, fmt.Sprintf("%q", v))
+		refused(t, nil, envMap{translate.EnvHostIPv4LoopbackCidr: v}, nil, translate.EnvHostIPv4LoopbackCidr, fmt.Sprintf("%q", v))
 	}
 }
 
@@ -449,7 +455,7 @@ func TestDNSServers(t *testing.T) {
 
 func TestOptionErrorType(t *testing.T) {
 	_, err := configFor(t, newFake(), envMap{"ISTIO_INBOUND_PORTS": "x"})
-	var oe *OptionError
+	var oe *translate.OptionError
 	if !errors.As(err, &oe) || oe.Option != "-b/--istio-inbound-ports" || oe.Env != "ISTIO_INBOUND_PORTS" || oe.Value != "x" || oe.Reason == "" {
 		t.Errorf("got %#v", err)
 	}

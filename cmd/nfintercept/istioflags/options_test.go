@@ -1,4 +1,4 @@
-package translate
+package istioflags
 
 import (
 	"os"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
 // corpusCase is one folder of the Istio conformance corpus (argv, env,
@@ -19,7 +21,7 @@ type corpusCase struct {
 }
 
 func corpusDirs() ([]corpusCase, error) {
-	root := filepath.Join("..", "compat", "testdata", "istio")
+	root := filepath.Join("..", "..", "..", "compat", "testdata", "istio")
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, err
@@ -50,9 +52,9 @@ func corpusDirs() ([]corpusCase, error) {
 
 // optionNames lists every way an error may name an option.
 func optionNames() []string {
-	names := []string{EnvOwnerGroupsInclude, EnvOwnerGroupsExclude, EnvHostIPv4LoopbackCidr, EnvEnvoyUser}
-	var o Options
-	for _, s := range o.flagSpecs() {
+	names := []string{translate.EnvOwnerGroupsInclude, translate.EnvOwnerGroupsExclude, translate.EnvHostIPv4LoopbackCidr, translate.EnvEnvoyUser}
+	var o translate.Options
+	for _, s := range flagSpecs(&o) {
 		names = append(names, "--"+s.long)
 	}
 	return names
@@ -75,10 +77,10 @@ func FuzzOptionsConfig(f *testing.F) {
 	}
 	names := optionNames()
 	f.Fuzz(func(t *testing.T, argLine, resolv string) {
-		o := DefaultOptions()
+		o := translate.DefaultOptions()
 		fs := pflag.NewFlagSet("fuzz", pflag.ContinueOnError)
 		fs.SetOutput(new(strings.Builder))
-		o.AddFlags(fs, envMap{}.get)
+		Add(fs, &o, envMap{}.get)
 		if err := fs.Parse(strings.Split(argLine, " ")); err != nil {
 			return // pflag's own messages name the flag
 		}

@@ -1,4 +1,4 @@
-package translate
+package istioflags
 
 import (
 	"strings"
@@ -6,21 +6,23 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
-// envMap is a fake environment for AddFlags/LoadEnvOnly.
+// envMap is a fake environment for Add and LoadEnvOnly.
 type envMap map[string]string
 
 func (e envMap) get(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
 // parseOpts registers the flags with env, parses args and loads the
 // env-only settings, like a command would.
-func parseOpts(t *testing.T, env envMap, args ...string) (Options, error) {
+func parseOpts(t *testing.T, env envMap, args ...string) (translate.Options, error) {
 	t.Helper()
-	o := DefaultOptions()
+	o := translate.DefaultOptions()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	fs.SetOutput(new(strings.Builder))
-	o.AddFlags(fs, env.get)
+	Add(fs, &o, env.get)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -28,7 +30,7 @@ func parseOpts(t *testing.T, env envMap, args ...string) (Options, error) {
 	return o, nil
 }
 
-func mustParse(t *testing.T, env envMap, args ...string) Options {
+func mustParse(t *testing.T, env envMap, args ...string) translate.Options {
 	t.Helper()
 	o, err := parseOpts(t, env, args...)
 	if err != nil {
@@ -75,9 +77,9 @@ var istioFlags = []struct{ long, short, env string }{
 }
 
 func TestFlagsRegistered(t *testing.T) {
-	o := DefaultOptions()
+	o := translate.DefaultOptions()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	o.AddFlags(fs, envMap{}.get)
+	Add(fs, &o, envMap{}.get)
 	n := 0
 	fs.VisitAll(func(*pflag.Flag) { n++ })
 	if n != len(istioFlags) {
@@ -95,8 +97,8 @@ func TestFlagsRegistered(t *testing.T) {
 		if strings.TrimSpace(fl.Usage) == "" {
 			t.Errorf("--%s has no help text", f.long)
 		}
-		if f.env != "" && f.env != EnvName(f.long) {
-			t.Errorf("EnvName(%q) = %q, want %q", f.long, EnvName(f.long), f.env)
+		if f.env != "" && f.env != translate.EnvName(f.long) {
+			t.Errorf("EnvName(%q) = %q, want %q", f.long, translate.EnvName(f.long), f.env)
 		}
 	}
 	if u := fs.Lookup("istio-inbound-interception-mode").Usage; !strings.Contains(u, "INBOUND_INTERCEPTION_MODE") {
@@ -124,9 +126,9 @@ func TestDefaults(t *testing.T) {
 }
 
 // flagValue reads an option back through its flag.
-func flagValue(t *testing.T, o *Options, long string) string {
+func flagValue(t *testing.T, o *translate.Options, long string) string {
 	t.Helper()
-	for _, s := range o.flagSpecs() {
+	for _, s := range flagSpecs(o) {
 		if s.long == long {
 			return s.value(o).String()
 		}
@@ -143,7 +145,7 @@ func TestEveryFlagReadsItsEnv(t *testing.T) {
 			continue
 		}
 		val := map[string]string{"iptables-probe-port": "123", "probe-timeout": "7s"}[f.long]
-		o0 := DefaultOptions()
+		o0 := translate.DefaultOptions()
 		switch flagValue(t, &o0, f.long) {
 		case "false":
 			val = "true"
@@ -169,17 +171,17 @@ func TestEnvPrecedence(t *testing.T) {
 		name string
 		env  envMap
 		args []string
-		get  func(Options) any
+		get  func(translate.Options) any
 		want any
 	}
-	dns := func(o Options) any { return o.RedirectDNS }
-	drop := func(o Options) any { return o.DropInvalid }
-	dual := func(o Options) any { return o.DualStack }
-	mode := func(o Options) any { return o.InboundInterceptionMode }
-	ports := func(o Options) any { return o.InboundPortsInclude }
+	dns := func(o translate.Options) any { return o.RedirectDNS }
+	drop := func(o translate.Options) any { return o.DropInvalid }
+	dual := func(o translate.Options) any { return o.DualStack }
+	mode := func(o translate.Options) any { return o.InboundInterceptionMode }
+	ports := func(o translate.Options) any { return o.InboundPortsInclude }
 	for _, tc := range []c{
 		{"primary env", envMap{"ISTIO_INBOUND_PORTS": "80"}, nil, ports, "80"},
-		{"set-but-empty env is empty", envMap{"INBOUND_CAPTURE_PORT": ""}, nil, func(o Options) any { return o.InboundCapturePort }, ""},
+		{"set-but-empty env is empty", envMap{"INBOUND_CAPTURE_PORT": ""}, nil, func(o translate.Options) any { return o.InboundCapturePort }, ""},
 		{"CLI wins over env", envMap{"ISTIO_INBOUND_PORTS": "80"}, []string{"-b", "90"}, ports, "90"},
 		{"CLI empty wins over env", envMap{"ISTIO_INBOUND_PORTS": "80"}, []string{"--istio-inbound-ports="}, ports, ""},
 		{"REDIRECT_DNS", envMap{"REDIRECT_DNS": "true"}, nil, dns, true},
@@ -200,15 +202,15 @@ func TestEnvPrecedence(t *testing.T) {
 		{"mode primary beats fallback", envMap{"ISTIO_INBOUND_INTERCEPTION_MODE": "REDIRECT", "INBOUND_INTERCEPTION_MODE": "TPROXY"}, nil, mode, "REDIRECT"},
 		{"mode empty primary beats fallback", envMap{"ISTIO_INBOUND_INTERCEPTION_MODE": "", "INBOUND_INTERCEPTION_MODE": "TPROXY"}, nil, mode, ""},
 		{"mode CLI beats fallback", envMap{"INBOUND_INTERCEPTION_MODE": "TPROXY"}, []string{"-m", "REDIRECT"}, mode, "REDIRECT"},
-		{"bad env uint16 ignored", envMap{"IPTABLES_PROBE_PORT": "abc"}, nil, func(o Options) any { return o.IptablesProbePort }, uint16(15002)},
-		{"env uint16 hex", envMap{"IPTABLES_PROBE_PORT": "0x10"}, nil, func(o Options) any { return o.IptablesProbePort }, uint16(16)},
-		{"bad env duration ignored", envMap{"PROBE_TIMEOUT": "soon"}, nil, func(o Options) any { return o.ProbeTimeout }, 5 * time.Second},
-		{"env duration", envMap{"PROBE_TIMEOUT": "250ms"}, nil, func(o Options) any { return o.ProbeTimeout }, 250 * time.Millisecond},
-		{"owner groups env", envMap{EnvOwnerGroupsInclude: "java,202"}, nil, func(o Options) any { return o.OwnerGroupsInclude }, "java,202"},
-		{"owner groups set-but-empty", envMap{EnvOwnerGroupsInclude: ""}, nil, func(o Options) any { return o.OwnerGroupsInclude }, ""},
-		{"envoy user set-but-empty", envMap{EnvEnvoyUser: ""}, nil, func(o Options) any { return o.EnvoyUser }, ""},
-		{"loopback cidr env", envMap{EnvHostIPv4LoopbackCidr: "127.0.0.1/8"}, nil, func(o Options) any { return o.HostIPv4LoopbackCidr }, "127.0.0.1/8"},
-		{"exclude groups env", envMap{EnvOwnerGroupsExclude: "888"}, nil, func(o Options) any { return o.OwnerGroupsExclude }, "888"},
+		{"bad env uint16 ignored", envMap{"IPTABLES_PROBE_PORT": "abc"}, nil, func(o translate.Options) any { return o.IptablesProbePort }, uint16(15002)},
+		{"env uint16 hex", envMap{"IPTABLES_PROBE_PORT": "0x10"}, nil, func(o translate.Options) any { return o.IptablesProbePort }, uint16(16)},
+		{"bad env duration ignored", envMap{"PROBE_TIMEOUT": "soon"}, nil, func(o translate.Options) any { return o.ProbeTimeout }, 5 * time.Second},
+		{"env duration", envMap{"PROBE_TIMEOUT": "250ms"}, nil, func(o translate.Options) any { return o.ProbeTimeout }, 250 * time.Millisecond},
+		{"owner groups env", envMap{translate.EnvOwnerGroupsInclude: "java,202"}, nil, func(o translate.Options) any { return o.OwnerGroupsInclude }, "java,202"},
+		{"owner groups set-but-empty", envMap{translate.EnvOwnerGroupsInclude: ""}, nil, func(o translate.Options) any { return o.OwnerGroupsInclude }, ""},
+		{"envoy user set-but-empty", envMap{translate.EnvEnvoyUser: ""}, nil, func(o translate.Options) any { return o.EnvoyUser }, ""},
+		{"loopback cidr env", envMap{translate.EnvHostIPv4LoopbackCidr: "127.0.0.1/8"}, nil, func(o translate.Options) any { return o.HostIPv4LoopbackCidr }, "127.0.0.1/8"},
+		{"exclude groups env", envMap{translate.EnvOwnerGroupsExclude: "888"}, nil, func(o translate.Options) any { return o.OwnerGroupsExclude }, "888"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := mustParse(t, tc.env, tc.args...)
