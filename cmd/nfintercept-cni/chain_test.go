@@ -227,7 +227,7 @@ func TestChain(t *testing.T) {
 	})
 	c := newChain(t)
 	ctx := context.Background()
-	harness.ListenTCP(t, "", gateway+":8080", "gateway", harness.ListenOptions{})
+	harness.ListenTCP(t, "/proc/self/ns/net", gateway+":8080", "gateway", harness.ListenOptions{})
 
 	for _, ver := range []string{"1.1.0", "0.3.1"} {
 		t.Run(ver, func(t *testing.T) {
