@@ -2,8 +2,10 @@ package translate
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Options are istio-iptables' inputs as given: strings for ports, lists and
@@ -121,7 +123,22 @@ func (e *OptionError) Error() string {
 	if e.Env != "" && e.Env != e.Option {
 		name = e.Env + " (" + e.Option + ")"
 	}
-	return fmt.Sprintf("invalid %s %q: %s", name, e.Value, e.Reason)
+	return fmt.Sprintf("invalid %s %s: %s", name, quoteShort(e.Value), e.Reason)
+}
+
+// maxQuoted bounds how much of a value an error quotes: lists read from
+// files hold 100,000s of items, and the reason names the bad one.
+const maxQuoted = 120
+
+func quoteShort(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes, %d items)", strconv.Quote(v[:cut]), len(v), strings.Count(v, ",")+1)
 }
 
 // SetEnvSource records that the current value of the option long (its
