@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,8 +45,11 @@ type Method struct {
 type Workload struct {
 	Label string
 	Args  []string // istio-iptables arguments (without --network-namespace)
-	Opts  translate.Options
-	Dir   string // holds the rendered files
+	// FileArgs is Args with the -x list read from a file (-x @PATH), the
+	// way lists longer than one argv string reach the CLI.
+	FileArgs []string
+	Opts     translate.Options
+	Dir      string // holds the rendered files
 	// Files rendered from the same rule model as `nfintercept render`.
 	NftFile, IPv4File, IPv6File string
 	Rules4, Rules6              int // lines of the iptables view
@@ -58,9 +62,6 @@ type Tools struct {
 	// CLICgo, when set, is the same binary built with cgo (dynamically
 	// linked), measured on the default configuration only.
 	CLICgo string
-	// ArgsApply is bench/cmd/nfiapply: the CLI's apply path with its
-	// arguments read from stdin, for lists longer than argv allows.
-	ArgsApply string
 }
 
 // maxArg is Linux's limit on one argv string (MAX_ARG_STRLEN, 32 pages).
@@ -89,6 +90,9 @@ func NewWorkload(label string, args []string, dir string) (*Workload, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	if w.FileArgs, err = WriteListFile(args, "-x", filepath.Join(dir, "exclude.txt")); err != nil {
+		return nil, err
+	}
 	for _, f := range []struct {
 		path *string
 		name string
@@ -100,6 +104,22 @@ func NewWorkload(label string, args []string, dir string) (*Workload, error) {
 		}
 	}
 	return w, nil
+}
+
+// WriteListFile writes the value of option opt in args to path, one item
+// a line, and returns args with that value replaced by @path.
+func WriteListFile(args []string, opt, path string) ([]string, error) {
+	out := slices.Clone(args)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == opt {
+			if err := os.WriteFile(path, []byte(strings.ReplaceAll(out[i+1], ",", "\n")+"\n"), 0o644); err != nil {
+				return nil, err
+			}
+			out[i+1] = "@" + path
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("no %s in %q", opt, args)
 }
 
 // CheckRender compares the library rendering used here with the output of
@@ -159,11 +179,10 @@ func Methods(w *Workload, tools Tools) []Method {
 	}
 	return append(ms, []Method{
 		{
-			Name:  MStdin,
+			Name:  MFile,
 			Reset: nfReset,
 			Apply: func(ns *NS) (Sample, error) {
-				stdin := strings.Join(append(append([]string{}, w.Args...), "--network-namespace", ns.Path), "\n")
-				return runIn(ns, []byte(stdin), tools.ArgsApply)
+				return runIn(ns, nil, tools.CLI, append(append([]string{"apply"}, w.FileArgs...), "--network-namespace", ns.Path)...)
 			},
 		},
 		{

@@ -49,12 +49,12 @@ func (c *canvas) applyPanel(res *Results, r image.Rectangle) {
 	methods := []struct {
 		name string
 		col  color.RGBA
-	}{{MLibrary, sky}, {MStdin, blue}, {MNft, green}, {MIptNft, orange}, {MIptLegacy, red}}
+	}{{MLibrary, sky}, {MFile, blue}, {MNft, green}, {MIptNft, orange}, {MIptLegacy, red}}
 	var ss []series
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, m := range methods {
 		s := series{name: m.name, col: m.col, dashed: m.name == MLibrary}
-		if m.name == MStdin {
+		if m.name == MFile {
 			s.name = "nfintercept (process)"
 		}
 		for _, row := range res.Scaling {

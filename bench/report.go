@@ -17,6 +17,9 @@ type Target struct {
 // Targets evaluates the issue's goals against the results.
 func Targets(res *Results) []Target {
 	var ts []Target
+	if res.Peers != nil {
+		ts = append(ts, peerTargets(res.Peers)...)
+	}
 	lib := Find(res.Fresh, MLibrary).Stats.Median
 	ts = append(ts, Target{"library apply of the default configuration < 1 ms (fresh namespace)",
 		ms(lib), lib > 0 && lib < time.Millisecond})
@@ -48,14 +51,14 @@ func Targets(res *Results) []Target {
 			if row.CIDRs != c.n {
 				continue
 			}
-			proc := Find(row.Methods, MStdin).Stats.Median
+			proc := Find(row.Methods, MFile).Stats.Median
 			lib := Find(row.Methods, MLibrary).Stats.Median
 			ts = append(ts, Target{fmt.Sprintf("apply with %d exclude CIDRs < %v (whole process)", c.n, c.limit),
 				fmt.Sprintf("process %s, library %s", ms(proc), ms(lib)), proc > 0 && proc < c.limit})
 		}
 	}
 	for _, m := range res.Memory {
-		if m.What == MStdin {
+		if m.What == MFile {
 			ts = append(ts, Target{fmt.Sprintf("peak RSS of the %d-CIDR apply < 100 MB", m.CIDRs),
 				fmt.Sprintf("%.1f MB", float64(m.MaxRSSKB)/1024), m.MaxRSSKB > 0 && m.MaxRSSKB < 100*1024})
 		}
@@ -67,6 +70,41 @@ func Targets(res *Results) []Target {
 			ts = append(ts, Target{fmt.Sprintf("connect rate to the %s destination with 10,000 exclude CIDRs within 10%% of none (nftables sets)", destName(captured)),
 				fmt.Sprintf("%.0f/s vs %.0f/s, paired ratio %.2f", c.Median, base.Median, c.Ratio), c.Ratio >= 0.9})
 		}
+	}
+	return ts
+}
+
+// peerTargets are the goals against Istio's own tool (issue #13).
+func peerTargets(pr *PeerResults) []Target {
+	var ts []Target
+	med := func(rs []MethodResult, name string) time.Duration { return Find(rs, name).Stats.Median }
+	faster := func(goal string, rs []MethodResult, other string, factor float64) Target {
+		us, them := med(rs, PNfi), med(rs, other)
+		return Target{fmt.Sprintf("%s: ≥ %g× faster than %s", goal, factor, other),
+			fmt.Sprintf("%s vs %s = %s", ms(them), ms(us), ratio(them, us)),
+			us > 0 && them > 0 && float64(them)/float64(us) >= factor}
+	}
+	for _, row := range []struct {
+		goal string
+		rs   []MethodResult
+	}{{"apply into a fresh pod (whole process)", pr.Fresh},
+		{fmt.Sprintf("%d pods programmed at once", pr.PodsAtOnce), pr.Pods},
+		{"re-apply of the same options (whole process)", pr.Reapply}} {
+		ts = append(ts, faster(row.goal, row.rs, PIpt, 8), faster(row.goal, row.rs, PIstNft, 4))
+	}
+	fresh, again := med(pr.Fresh, PNfi), med(pr.Reapply, PNfi)
+	ts = append(ts, Target{"re-apply of the same options no slower than 1.2× a fresh apply (whole process)",
+		fmt.Sprintf("%s vs %s = %s", ms(again), ms(fresh), ratio(again, fresh)),
+		fresh > 0 && again > 0 && float64(again) <= 1.2*float64(fresh)})
+	for _, name := range []string{DAdd, DRemove} {
+		d := med(pr.ListDelta, name)
+		ts = append(ts, Target{fmt.Sprintf("%s, on a %d-CIDR exclude list (-x @file): < 10 ms (whole process)", name, pr.ListCIDRs),
+			ms(d), d > 0 && d < 10*time.Millisecond})
+	}
+	minimal, cli := med(pr.Startup, SMinimal), med(pr.Startup, SCLI)
+	if minimal > 0 && cli > 0 {
+		ts = append(ts, Target{"CLI overhead over a minimal static Go binary (`nfintercept --help` − a program exiting at once) ≤ 2 ms",
+			fmt.Sprintf("%s − %s = %s", ms(cli), ms(minimal), ms(cli-minimal)), cli-minimal <= 2*time.Millisecond})
 	}
 	return ts
 }
@@ -125,6 +163,9 @@ func Markdown(res *Results) string {
 		p("| %s | %s | %s |", t.Goal, t.Measured, met)
 	}
 	p("")
+	if res.Peers != nil {
+		peerSection(p, res.Peers)
+	}
 	p("## 1. Apply of the default istio-init configuration (IPv4+IPv6)")
 	p("")
 	p("`-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x 10.245.0.0/16 -b '*' -d 15090,15021,15020 --dual-stack`")
@@ -155,15 +196,15 @@ func Markdown(res *Results) string {
 	p("## 2. Apply time against the number of exclude CIDRs")
 	p("")
 	p("Random IPv4 CIDRs (seeded; /16–/32 with host bits, a few /10–/15 covering others, ~2%% duplicates) as `-x`,")
-	p("otherwise the default configuration; fresh namespace each run. The whole nfintercept process reads its")
-	p("arguments from stdin (bench/cmd/nfiapply, the CLI's apply path) because Linux limits one argv string to")
-	p("128 KiB (about 7,500 CIDRs); where the list fits, the CLI itself is measured too.")
+	p("otherwise the default configuration; fresh namespace each run. The whole nfintercept process reads the")
+	p("list from a file (`-x @PATH`) because Linux limits one argv string to 128 KiB (about 7,500 CIDRs); where")
+	p("the list fits, the CLI with the list inline is measured too.")
 	p("")
-	p("| CIDRs | iptables rules (v4) | library | process (CLI) | process (stdin) | nft -f | iptables-nft-restore | iptables-legacy-restore | nft -f / process | iptables-nft / process | iptables-legacy / process |")
+	p("| CIDRs | iptables rules (v4) | library | process (inline -x) | process (-x @file) | nft -f | iptables-nft-restore | iptables-legacy-restore | nft -f / process | iptables-nft / process | iptables-legacy / process |")
 	p("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, row := range res.Scaling {
 		get := func(name string) time.Duration { return Find(row.Methods, name).Stats.Median }
-		proc := get(MStdin)
+		proc := get(MFile)
 		p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |", row.CIDRs, row.Rules4,
 			ms(get(MLibrary)), ms(get(MProcess)), ms(proc), ms(get(MNft)), ms(get(MIptNft)), ms(get(MIptLegacy)),
 			ratio(get(MNft), proc), ratio(get(MIptNft), proc), ratio(get(MIptLegacy), proc))
@@ -224,6 +265,70 @@ func Markdown(res *Results) string {
 	p("")
 	p("![apply time and connection rate against the number of exclude CIDRs](bench.png)")
 	return b.String()
+}
+
+// PeerReport is the targets and section 0 alone (benchdriver -peers-only).
+func PeerReport(res *Results) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	if res.Peers != nil {
+		for _, t := range peerTargets(res.Peers) {
+			p("- %s: %s (met: %v)", t.Goal, t.Measured, t.Met)
+		}
+		p("")
+		peerSection(p, res.Peers)
+	}
+	return b.String()
+}
+
+// peerSection is the comparison with Istio's istio-iptables, laid out as
+// the table of issue #13.
+func peerSection(p func(string, ...any), pr *PeerResults) {
+	p("## 0. Against Istio's istio-iptables (pilot-agent built from Istio's source)")
+	p("")
+	p("Whole processes, each entered into the pod's namespace with `nsenter --net` and timed from fork to exit,")
+	p("with istio-init's default options (`%s`): `nfintercept apply`, `pilot-agent istio-iptables`", strings.Join(DefaultArgs, " "))
+	p("(iptables-restore) and `pilot-agent istio-iptables --native-nftables` (its nftables backend). A fresh pod is a new")
+	p("namespace with an IPv4 and an IPv6 address; \"at once\" starts all processes together into as many fresh pods")
+	p("and waits for the last; re-apply runs the same command again over the rules the same tool installed.")
+	p("Medians; ratios are *istio-iptables / nfintercept*, then *its nft backend / nfintercept*.")
+	p("")
+	p("| | %s | %s | %s | ratios |", PNfi, PIpt, PIstNft)
+	p("|---|---|---|---|---|")
+	for _, row := range []struct {
+		what string
+		rs   []MethodResult
+	}{{"apply into a fresh pod", pr.Fresh},
+		{fmt.Sprintf("%d pods programmed at once", pr.PodsAtOnce), pr.Pods},
+		{"re-apply of the same options over existing rules", pr.Reapply}} {
+		us := Find(row.rs, PNfi).Stats
+		ipt, nft := Find(row.rs, PIpt).Stats, Find(row.rs, PIstNft).Stats
+		p("| %s (runs: %d) | %s | %s | %s | %s, %s |", row.what, us.N, ms(us.Median), ms(ipt.Median), ms(nft.Median),
+			ratio(ipt.Median, us.Median), ratio(nft.Median, us.Median))
+	}
+	p("")
+	p("### One CIDR changed on a %d-CIDR exclude list (nfintercept, `-x @file`, whole process)", pr.ListCIDRs)
+	p("")
+	p("The list applied first; then, interleaved, the list with one more CIDR, the original list again (one removed) and")
+	p("the same list once more, each over the rules of the previous run. Today every apply replaces the whole ruleset.")
+	p("")
+	p("| change | median | p10 | p90 | runs |")
+	p("|---|---|---|---|---|")
+	for _, m := range pr.ListDelta {
+		p("| %s | %s | %s | %s | %d |", m.Name, ms(m.Stats.Median), ms(m.Stats.P10), ms(m.Stats.P90), m.Stats.N)
+	}
+	p("")
+	p("### Start-up")
+	p("")
+	p("Both started from a thread inside a bench namespace (after three warm-up rounds), interleaved; the minimal binary")
+	p("is `func main() {}` built with `CGO_ENABLED=0 go build -trimpath`.")
+	p("")
+	p("| process | median | p10 | p90 | runs |")
+	p("|---|---|---|---|---|")
+	for _, m := range pr.Startup {
+		p("| %s | %s | %s | %s | %d |", m.Name, ms(m.Stats.Median), ms(m.Stats.P10), ms(m.Stats.P90), m.Stats.N)
+	}
+	p("")
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -22,6 +22,9 @@ type Results struct {
 	Connect []ConnectResult
 	// Memory holds peak RSS of whole processes.
 	Memory []MemResult
+	// Peers compares nfintercept with Istio's istio-iptables (both
+	// backends), adds the list-change rows and the CLI's start-up.
+	Peers *PeerResults `json:",omitempty"`
 }
 
 // Env describes the machine the run happened on.

@@ -15,7 +15,7 @@ import (
 const (
 	MLibrary   = "nfintercept (library)"
 	MProcess   = "nfintercept (process)"
-	MStdin     = "nfintercept (process, args on stdin)"
+	MFile      = "nfintercept (process, -x @file)"
 	MCgo       = "nfintercept (process, cgo build)"
 	MNft       = "nft -f"
 	MIptNft    = "iptables-nft-restore"
@@ -139,7 +139,7 @@ func (r *Runner) MemoryPhase(n int) ([]MemResult, error) {
 	var out []MemResult
 	for _, j := range []job{
 		{what: MProcess, w: def, cidrs: 1},
-		{what: MStdin, w: big, cidrs: n},
+		{what: MFile, w: big, cidrs: n},
 		{what: MNft, w: big, cidrs: n, cmd: []string{"nft", "-f", big.NftFile}},
 		{what: MIptNft + " (IPv4 view)", w: big, cidrs: n, cmd: []string{"iptables-nft-restore", big.IPv4File}},
 		{what: MIptLegacy + " (IPv4 view)", w: big, cidrs: n, cmd: []string{"iptables-legacy-restore", big.IPv4File}},
@@ -152,16 +152,14 @@ func (r *Runner) MemoryPhase(n int) ([]MemResult, error) {
 			ns.Close()
 			return nil, err
 		}
-		var stdin []byte
 		cmd := j.cmd
 		switch j.what {
 		case MProcess:
 			cmd = append(append([]string{r.Tools.CLI, "apply"}, j.w.Args...), "--network-namespace", ns.Path)
-		case MStdin:
-			cmd = []string{r.Tools.ArgsApply}
-			stdin = []byte(strings.Join(append(append([]string{}, j.w.Args...), "--network-namespace", ns.Path), "\n"))
+		case MFile:
+			cmd = append(append([]string{r.Tools.CLI, "apply"}, j.w.FileArgs...), "--network-namespace", ns.Path)
 		}
-		s, text, err := runInOutput(ns, stdin, timeBin, append([]string{"-f", "maxrss=%M"}, cmd...)...)
+		s, text, err := runInOutput(ns, nil, timeBin, append([]string{"-f", "maxrss=%M"}, cmd...)...)
 		ns.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", j.what, err)

@@ -17,18 +17,20 @@ import (
 	"time"
 
 	"github.com/nfintercept/nfintercept/bench"
+	"github.com/nfintercept/nfintercept/internal/tools"
 )
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for RESULTS.md, bench.png, README-snippet.md and results.json")
 	quick := flag.Bool("quick", false, "few repetitions and no 100,000-CIDR runs (a smoke test of the driver)")
 	replot := flag.String("replot", "", "only rewrite the report and plot from this results.json")
+	peersOnly := flag.Bool("peers-only", false, "only the comparison with istio-iptables, the list change and start-up; print the report, write nothing")
 	flag.Parse()
 	var err error
 	if *replot != "" {
 		err = rewrite(*replot, *out)
 	} else {
-		err = run(*out, *quick)
+		err = run(*out, *quick, *peersOnly)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchdriver:", err)
@@ -40,7 +42,7 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 }
 
-func run(outDir string, quick bool) error {
+func run(outDir string, quick, peersOnly bool) error {
 	if err := bench.CheckTools(); err != nil {
 		return err
 	}
@@ -53,19 +55,26 @@ func run(outDir string, quick bool) error {
 
 	// The CLI is built without cgo: a static binary starts about 2 ms
 	// sooner than the default dynamically linked one (measured below too).
-	tools := bench.Tools{
-		CLI:       filepath.Join(tmp, "nfintercept"),
-		CLICgo:    filepath.Join(tmp, "nfintercept-cgo"),
-		ArgsApply: filepath.Join(tmp, "nfiapply"),
+	bins := bench.Tools{
+		CLI:    filepath.Join(tmp, "nfintercept"),
+		CLICgo: filepath.Join(tmp, "nfintercept-cgo"),
 	}
 	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	pilotAgent, err := tools.PilotAgent()
+	if err != nil {
+		return err
+	}
+	minimal, err := buildMinimal(tmp)
 	if err != nil {
 		return err
 	}
 	for _, b := range []struct {
 		out, pkg string
 		cgo      bool
-	}{{tools.CLI, "./cmd/nfintercept", false}, {tools.CLICgo, "./cmd/nfintercept", true}, {tools.ArgsApply, "./bench/cmd/nfiapply", false}} {
+	}{{bins.CLI, "./cmd/nfintercept", false}, {bins.CLICgo, "./cmd/nfintercept", true}} {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -77,7 +86,7 @@ func run(outDir string, quick bool) error {
 		}
 	}
 	res := &bench.Results{Env: bench.CollectEnv("`CGO_ENABLED=0 go build -trimpath ./cmd/nfintercept` (static); the cgo build is measured on the default configuration")}
-	r := &bench.Runner{Dir: tmp, Tools: tools, Seed: 1, Log: logf}
+	r := &bench.Runner{Dir: tmp, Tools: bins, Seed: 1, Log: logf}
 
 	reps, replaceReps := 40, 20
 	counts := []int{1, 100, 1_000, 10_000, 100_000}
@@ -92,7 +101,11 @@ func run(outDir string, quick bool) error {
 	}
 	connectCounts, connectRounds, connectDur := []int{0, 1_000, 10_000}, 9, 250*time.Millisecond
 	memCIDRs := 100_000
+	peerReps, podReps, pods := 15, 3, 40
+	deltaCIDRs, deltaReps, startupReps := 100_000, 9, 40
 	if quick {
+		peerReps, podReps, pods = 3, 1, 10
+		deltaCIDRs, deltaReps, startupReps = 10_000, 2, 5
 		reps, replaceReps = 5, 3
 		counts = []int{1, 1_000, 10_000}
 		scalingReps = func(int) int { return 2 }
@@ -104,18 +117,36 @@ func run(outDir string, quick bool) error {
 	if err != nil {
 		return err
 	}
-	if err := def.CheckRender(tools.CLI); err != nil {
+	if err := def.CheckRender(bins.CLI); err != nil {
 		return err
 	}
+	peers := bench.PeerList(bins.CLI, pilotAgent, bench.DefaultArgs)
+	logf("peers (%s, %s, %s) with nsenter --net: fresh pod, %d reps", bench.PNfi, bench.PIpt, bench.PIstNft, peerReps)
+	if res.Peers, err = r.PeersPhase(peers, peerReps, podReps, pods); err != nil {
+		return err
+	}
+	logf("one CIDR added/removed on a %d-CIDR exclude list: %d reps", deltaCIDRs, deltaReps)
+	res.Peers.ListCIDRs = deltaCIDRs
+	if res.Peers.ListDelta, err = r.ListDeltaPhase(deltaCIDRs, deltaReps); err != nil {
+		return err
+	}
+	logf("start-up against a minimal static Go binary: %d reps", startupReps)
+	if res.Peers.Startup, err = r.StartupPhase(minimal, startupReps); err != nil {
+		return err
+	}
+	if peersOnly {
+		fmt.Print(bench.PeerReport(res))
+		return nil
+	}
 	logf("default configuration, fresh namespace: %d reps", reps)
-	if res.Fresh, err = r.ApplyPhase(def, bench.Methods(def, tools), reps, true); err != nil {
+	if res.Fresh, err = r.ApplyPhase(def, bench.Methods(def, bins), reps, true); err != nil {
 		return err
 	}
 	logf("default configuration, replacing the same rules: %d reps", replaceReps)
-	if res.Replace, err = r.ApplyPhase(def, bench.Methods(def, tools), replaceReps, false); err != nil {
+	if res.Replace, err = r.ApplyPhase(def, bench.Methods(def, bins), replaceReps, false); err != nil {
 		return err
 	}
-	noCgo := tools
+	noCgo := bins
 	noCgo.CLICgo = ""
 	r.Tools = noCgo
 	if res.Scaling, err = r.ScalingPhase(counts, scalingReps); err != nil {
@@ -131,6 +162,28 @@ func run(outDir string, quick bool) error {
 	}
 	res.Env.LoadAfter = bench.LoadAvg()
 	return write(outDir, res, time.Since(started))
+}
+
+// buildMinimal builds the static Go program that exits at once, the
+// floor the CLI's start-up is compared with.
+func buildMinimal(tmp string) (string, error) {
+	dir := filepath.Join(tmp, "minimal")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for name, text := range map[string]string{"go.mod": "module minimal\n", "main.go": bench.MinimalGo} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return "", err
+		}
+	}
+	bin := filepath.Join(tmp, "minimal-go")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build (minimal Go binary): %v: %s", err, out)
+	}
+	return bin, nil
 }
 
 // moduleRoot is the directory of the module's go.mod.
