@@ -41,7 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigText$$' -fuzztime $(FUZZTIME) ./translate/
 
 bench: deps tools
-	$(GO) run ./bench/cmd/benchdriver
+	$(GO) run ./bench/cmd/benchdriver $(BENCHFLAGS)
 
 demo: deps build
 	$(GO) run ./integration/demo -bin $(BIN)

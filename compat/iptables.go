@@ -13,8 +13,12 @@ import (
 // iptables tables in the order istio-iptables prints them.
 var tableOrder = []translate.TableKind{translate.TableMangle, translate.TableNAT, translate.TableRaw}
 
-var builtinChains = map[string]bool{
-	"INPUT": true, "OUTPUT": true, "FORWARD": true, "PREROUTING": true, "POSTROUTING": true,
+func builtinChain(name string) bool {
+	switch name {
+	case "INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING":
+		return true
+	}
+	return false
 }
 
 // Restore returns the iptables-restore (family IPv4) or ip6tables-restore
@@ -53,7 +57,7 @@ func declaredChains(lines []translate.IptablesLine) []string {
 	var names []string
 	seen := map[string]bool{}
 	declare := func(name string) {
-		if !builtinChains[name] && !seen[name] {
+		if !builtinChain(name) && !seen[name] {
 			seen[name] = true
 			names = append(names, name)
 		}

@@ -67,19 +67,30 @@ func (b *builder) nextStep() int {
 	return b.step
 }
 
-var baseChains = map[TableKind]map[string]BaseChain{
-	TableNAT: {
-		"prerouting": {ChainTypeNAT, HookPrerouting, -100},
-		"output":     {ChainTypeNAT, HookOutput, -100},
-	},
-	TableMangle: {
-		"prerouting": {ChainTypeFilter, HookPrerouting, -150},
-		"output":     {ChainTypeRoute, HookOutput, -150},
-	},
-	TableRaw: {
-		"prerouting": {ChainTypeFilter, HookPrerouting, -300},
-		"output":     {ChainTypeFilter, HookOutput, -300},
-	},
+// baseChain is the hook of a base chain, or nil for a regular chain (a
+// function rather than a package-level map: nothing to build at start-up).
+func baseChain(kind TableKind, name string) *BaseChain {
+	var hook Hook
+	switch name {
+	case "prerouting":
+		hook = HookPrerouting
+	case "output":
+		hook = HookOutput
+	default:
+		return nil
+	}
+	switch kind {
+	case TableNAT:
+		return &BaseChain{ChainTypeNAT, hook, -100}
+	case TableMangle:
+		if hook == HookOutput {
+			return &BaseChain{ChainTypeRoute, hook, -150}
+		}
+		return &BaseChain{ChainTypeFilter, hook, -150}
+	case TableRaw:
+		return &BaseChain{ChainTypeFilter, hook, -300}
+	}
+	return nil
 }
 
 func (b *builder) chain(kind TableKind, name string) *chainBuilder {
@@ -92,9 +103,7 @@ func (b *builder) chain(kind TableKind, name string) *chainBuilder {
 	cb := tb.chains[name]
 	if cb == nil {
 		c := &Chain{Name: name}
-		if base, ok := baseChains[kind][name]; ok {
-			c.Base = &base
-		}
+		c.Base = baseChain(kind, name)
 		cb = &chainBuilder{chain: c}
 		tb.chains[name] = cb
 		tb.table.Chains = append(tb.table.Chains, c)

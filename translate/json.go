@@ -3,28 +3,81 @@ package translate
 import "strings"
 
 // Text forms of the model's enums, so `render --format json` reads well.
+// Switches rather than package-level maps: nothing to build at start-up.
 
-var matchKindNames = map[MatchKind]string{
-	MatchProto: "proto", MatchInIface: "iifname", MatchOutIface: "oifname",
-	MatchSaddr: "saddr", MatchDaddr: "daddr", MatchSport: "sport", MatchDport: "dport",
-	MatchMultiDport: "dports", MatchUID: "skuid", MatchGID: "skgid",
-	MatchCtState: "ct-state", MatchMark: "mark", MatchConnMark: "ct-mark",
+func (k MatchKind) MarshalText() ([]byte, error) {
+	var s string
+	switch k {
+	case MatchProto:
+		s = "proto"
+	case MatchInIface:
+		s = "iifname"
+	case MatchOutIface:
+		s = "oifname"
+	case MatchSaddr:
+		s = "saddr"
+	case MatchDaddr:
+		s = "daddr"
+	case MatchSport:
+		s = "sport"
+	case MatchDport:
+		s = "dport"
+	case MatchMultiDport:
+		s = "dports"
+	case MatchUID:
+		s = "skuid"
+	case MatchGID:
+		s = "skgid"
+	case MatchCtState:
+		s = "ct-state"
+	case MatchMark:
+		s = "mark"
+	case MatchConnMark:
+		s = "ct-mark"
+	}
+	return []byte(s), nil
 }
 
-var actionKindNames = map[ActionKind]string{
-	ActReturn: "return", ActAccept: "accept", ActDrop: "drop", ActJump: "jump",
-	ActRedirect: "redirect", ActTProxy: "tproxy", ActSetMark: "set-mark",
-	ActSaveMark: "save-mark", ActRestoreMark: "restore-mark", ActCtZone: "ct-zone",
+func (k ActionKind) MarshalText() ([]byte, error) {
+	var s string
+	switch k {
+	case ActReturn:
+		s = "return"
+	case ActAccept:
+		s = "accept"
+	case ActDrop:
+		s = "drop"
+	case ActJump:
+		s = "jump"
+	case ActRedirect:
+		s = "redirect"
+	case ActTProxy:
+		s = "tproxy"
+	case ActSetMark:
+		s = "set-mark"
+	case ActSaveMark:
+		s = "save-mark"
+	case ActRestoreMark:
+		s = "restore-mark"
+	case ActCtZone:
+		s = "ct-zone"
+	}
+	return []byte(s), nil
 }
 
-var setTypeNames = map[SetType]string{
-	SetIPv4Prefixes: "ipv4_addr", SetIPv6Prefixes: "ipv6_addr", SetPorts: "inet_service",
+func (t SetType) MarshalText() ([]byte, error) {
+	var s string
+	switch t {
+	case SetIPv4Prefixes:
+		s = "ipv4_addr"
+	case SetIPv6Prefixes:
+		s = "ipv6_addr"
+	case SetPorts:
+		s = "inet_service"
+	}
+	return []byte(s), nil
 }
-
-func (k MatchKind) MarshalText() ([]byte, error)  { return []byte(matchKindNames[k]), nil }
-func (k ActionKind) MarshalText() ([]byte, error) { return []byte(actionKindNames[k]), nil }
-func (t SetType) MarshalText() ([]byte, error)    { return []byte(setTypeNames[t]), nil }
-func (f Family) MarshalText() ([]byte, error)     { return []byte(f.String()), nil }
+func (f Family) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
 
 func (s CtState) MarshalText() ([]byte, error) {
 	var names []string
