@@ -14,12 +14,19 @@ import (
 // time against the number of exclude CIDRs (log–log) and the connection
 // rates (captured solid, excluded dashed).
 func Plot(res *Results) ([]byte, error) {
-	const w, h = 1500, 620
+	w, h := 1500, 620
+	top := 0
+	if res.Peers != nil {
+		h, top = 1180, 560
+	}
 	c := &canvas{img: image.NewRGBA(image.Rect(0, 0, w, h))}
 	c.fill(0, 0, w, h, color.White)
 	c.text(20, 14, "nfintercept benchmark ("+res.Env.Date.Format("2006-01-02")+", kernel "+res.Env.Kernel+")", black, 2)
-	c.applyPanel(res, image.Rect(110, 80, 700, 520))
-	c.connectPanel(res, image.Rect(860, 80, 1450, 520))
+	if res.Peers != nil {
+		c.peerPanel(res.Peers, image.Rect(110, 80, 1450, 480))
+	}
+	c.applyPanel(res, image.Rect(110, 80+top, 700, 520+top))
+	c.connectPanel(res, image.Rect(860, 80+top, 1450, 520+top))
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, c.img); err != nil {
 		return nil, fmt.Errorf("encode png: %w", err)
@@ -100,6 +107,63 @@ func (c *canvas) applyPanel(res *Results, r image.Rectangle) {
 		c.series(s, px, py)
 	}
 	c.legend(r.Min.X+12, r.Min.Y+12, ss)
+	c.border(r)
+}
+
+// peerPanel draws the comparison with istio-iptables as grouped bars on a
+// log scale, each labelled with its median.
+func (c *canvas) peerPanel(pr *PeerResults, r image.Rectangle) {
+	groups := []struct {
+		label string
+		rs    []MethodResult
+	}{{"APPLY INTO A FRESH POD", pr.Fresh},
+		{fmt.Sprintf("%d PODS PROGRAMMED AT ONCE", pr.PodsAtOnce), pr.Pods},
+		{"RE-APPLY OF THE SAME OPTIONS", pr.Reapply}}
+	peers := []series{{name: PNfi, col: blue}, {name: PIpt, col: red}, {name: PIstNft, col: orange}}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, g := range groups {
+		for _, p := range peers {
+			if d := Find(g.rs, p.name).Stats.Median; d > 0 {
+				v := float64(d) / float64(time.Millisecond)
+				lo, hi = math.Min(lo, v), math.Max(hi, v)
+			}
+		}
+	}
+	if math.IsInf(lo, 0) {
+		return
+	}
+	ylo, yhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if yhi == ylo {
+		yhi++
+	}
+	py := func(y float64) int {
+		return r.Max.Y - int((math.Log10(y)-ylo)/(yhi-ylo)*float64(r.Dy()))
+	}
+	c.frame(r, "AGAINST ISTIO-IPTABLES: WHOLE PROCESSES UNDER NSENTER (MEDIAN, LOG SCALE)", "", "MILLISECONDS")
+	for e := ylo; e <= yhi; e++ {
+		y := py(math.Pow(10, e))
+		c.line(r.Min.X, y, r.Max.X, y, grey, 1, false)
+		lbl := trimFloat(math.Pow(10, e))
+		c.text(r.Min.X-12-c.textWidth(lbl, 2), y-7, lbl, black, 2)
+	}
+	gw := r.Dx() / len(groups)
+	bw := gw / (len(peers) + 2)
+	for gi, g := range groups {
+		x0 := r.Min.X + gi*gw + bw
+		c.text(r.Min.X+gi*gw+(gw-c.textWidth(g.label, 2))/2, r.Max.Y+10, g.label, black, 2)
+		for pi, p := range peers {
+			d := Find(g.rs, p.name).Stats.Median
+			if d <= 0 {
+				continue
+			}
+			y := py(float64(d) / float64(time.Millisecond))
+			x := x0 + pi*bw
+			c.fill(x+4, y, x+bw-4, r.Max.Y, p.col)
+			lbl := ms(d)
+			c.text(x+(bw-c.textWidth(lbl, 2))/2, y-20, lbl, black, 2)
+		}
+	}
+	c.legend(r.Min.X+12, r.Min.Y+12, peers)
 	c.border(r)
 }
 
