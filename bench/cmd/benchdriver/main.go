@@ -102,7 +102,7 @@ func run(outDir string, quick, peersOnly bool) error {
 	connectCounts, connectRounds, connectDur := []int{0, 1_000, 10_000}, 9, 250*time.Millisecond
 	memCIDRs := 100_000
 	peerReps, podReps, pods := 15, 3, 40
-	deltaCIDRs, deltaReps, startupReps := 100_000, 9, 40
+	deltaCIDRs, deltaReps, startupReps := 100_000, 9, 100
 	if quick {
 		peerReps, podReps, pods = 3, 1, 10
 		deltaCIDRs, deltaReps, startupReps = 10_000, 2, 5
