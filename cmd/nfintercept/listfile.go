@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept/translate"
 )
 
 // listOptions are the istio-iptables options holding comma-separated
@@ -31,16 +33,46 @@ const maxListFile = 16 << 20
 // readListsFromFiles lets every list option of fs take @PATH or - as its
 // value. It must run after the options are registered and before fs
 // parses the command line; the environment is not expanded.
-func readListsFromFiles(fs *pflag.FlagSet, stdin io.Reader) {
-	stdinUsedBy := ""
+func readListsFromFiles(fs *pflag.FlagSet, stdin io.Reader) *listFiles {
+	lf := &listFiles{read: map[string]listRead{}}
 	for _, long := range listOptions {
 		f := fs.Lookup(long)
 		if f == nil {
 			continue
 		}
 		f.Usage += "; @PATH reads the list from a file, - from stdin (one item per line or comma-separated, # starts a comment)"
-		f.Value = &listFileValue{Value: f.Value, long: long, stdin: stdin, stdinUsedBy: &stdinUsedBy}
+		f.Value = &listFileValue{Value: f.Value, long: long, stdin: stdin, files: lf}
 	}
+	return lf
+}
+
+// listFiles remembers which options were read from where, so that an
+// invalid item names the file instead of quoting the whole list.
+type listFiles struct {
+	stdinUsedBy string // the option that read stdin, which can be read once
+	read        map[string]listRead
+}
+
+type listRead struct{ source, value string }
+
+// name rewrites an invalid-option error about a list read from a file to
+// quote "@PATH" (or "-") rather than the list's contents; the reason still
+// names the bad item.
+func (lf *listFiles) name(err error) error {
+	var u errUsage
+	if !errors.As(err, &u) {
+		return err
+	}
+	var oe *translate.OptionError
+	if !errors.As(u.error, &oe) || oe.Env != "" {
+		return err
+	}
+	for long, r := range lf.read {
+		if strings.HasSuffix(oe.Option, "--"+long) && oe.Value == r.value {
+			oe.Value = r.source
+		}
+	}
+	return err
 }
 
 // listFileValue expands @PATH and - before handing the list to the
@@ -48,9 +80,9 @@ func readListsFromFiles(fs *pflag.FlagSet, stdin io.Reader) {
 // around Set's.
 type listFileValue struct {
 	pflag.Value
-	long        string
-	stdin       io.Reader
-	stdinUsedBy *string // the option that read stdin, which can be read once
+	long  string
+	stdin io.Reader
+	files *listFiles
 }
 
 func (v *listFileValue) Set(s string) error {
@@ -58,10 +90,10 @@ func (v *listFileValue) Set(s string) error {
 	var err error
 	switch {
 	case s == "-":
-		if *v.stdinUsedBy != "" {
-			return fmt.Errorf("stdin was already read for --%s", *v.stdinUsedBy)
+		if v.files.stdinUsedBy != "" {
+			return fmt.Errorf("stdin was already read for --%s", v.files.stdinUsedBy)
 		}
-		*v.stdinUsedBy = v.long
+		v.files.stdinUsedBy = v.long
 		data, err = readBounded(v.stdin, "stdin")
 	case strings.HasPrefix(s, "@"):
 		data, err = readListFile(s[1:])
@@ -71,7 +103,9 @@ func (v *listFileValue) Set(s string) error {
 	if err != nil {
 		return err
 	}
-	return v.Value.Set(joinList(string(data)))
+	list := joinList(string(data))
+	v.files.read[v.long] = listRead{source: s, value: list}
+	return v.Value.Set(list)
 }
 
 // readListFile reads a regular file of at most maxListFile bytes. The

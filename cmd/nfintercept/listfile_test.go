@@ -120,8 +120,8 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-// A bad item deep in a large list is reported as a one-line error quoting
-// the item, not the whole list.
+// A bad item deep in a large list is reported as a one-line error naming
+// the file and quoting the item, not the whole list.
 func TestListFileBadItem(t *testing.T) {
 	var b strings.Builder
 	for i := range 50_000 {
@@ -138,9 +138,14 @@ func TestListFileBadItem(t *testing.T) {
 		t.Fatalf("got %v, want a usage error", err)
 	}
 	msg := err.Error()
-	if !strings.Contains(msg, `"10.0.0.300/32" is not a CIDR`) || !strings.Contains(msg, "-x/--istio-service-exclude-cidr") ||
+	if !strings.Contains(msg, `"10.0.0.300/32" is not a CIDR`) || !strings.Contains(msg, `-x/--istio-service-exclude-cidr "@`+p+`"`) ||
 		strings.Contains(msg, "\n") || len(msg) > 400 {
-		t.Errorf("want one short line naming the option and the item, got %d bytes: %.600s", len(msg), msg)
+		t.Errorf("want one short line naming the option, the file and the item, got %d bytes: %.600s", len(msg), msg)
+	}
+	// From stdin: "-" is quoted.
+	_, err = renderJSON(t, strings.NewReader(b.String()), "-x", "-")
+	if err == nil || !strings.Contains(err.Error(), `-x/--istio-service-exclude-cidr "-": "10.0.0.300/32" is not a CIDR`) {
+		t.Errorf("stdin: got %v", err)
 	}
 }
 

@@ -89,7 +89,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	}
 	opts := translate.DefaultOptions()
 	istioflags.Add(fs, &opts, getenv)
-	readListsFromFiles(fs, stdin)
+	lists := readListsFromFiles(fs, stdin)
+	defer func() { err = lists.name(err) }()
 	format := fs.String("format", "nft", "render: output format (nft, iptables, json)")
 	family := fs.String("family", "ipv4", "render --format iptables: address family (ipv4, ipv6)")
 
