@@ -40,7 +40,7 @@ func readListsFromFiles(fs *pflag.FlagSet, stdin io.Reader) *listFiles {
 		if f == nil {
 			continue
 		}
-		f.Usage += "; @PATH reads the list from a file, - from stdin (one item per line or comma-separated, # starts a comment)"
+		f.Usage += " (@PATH: from a file, -: from stdin; one item a line or comma-separated)"
 		f.Value = &listFileValue{Value: f.Value, long: long, stdin: stdin, files: lf}
 	}
 	return lf
