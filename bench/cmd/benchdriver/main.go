@@ -7,6 +7,7 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -86,6 +87,9 @@ func run(outDir string, quick, peersOnly bool) error {
 		}
 	}
 	res := &bench.Results{Env: bench.CollectEnv("`CGO_ENABLED=0 go build -trimpath ./cmd/nfintercept` (static); the cgo build is measured on the default configuration")}
+	if bi, err := buildinfo.ReadFile(pilotAgent); err == nil {
+		res.Env.Tools["pilot-agent"] = bi.Main.Path + " " + bi.Main.Version + " (" + bi.GoVersion + ")"
+	}
 	r := &bench.Runner{Dir: tmp, Tools: bins, Seed: 1, Log: logf}
 
 	reps, replaceReps := 40, 20
