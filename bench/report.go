@@ -312,20 +312,20 @@ func peerSection(p func(string, ...any), pr *PeerResults) {
 	p("The list applied first; then, interleaved, the list with one more CIDR, the original list again (one removed) and")
 	p("the same list once more, each over the rules of the previous run. Today every apply replaces the whole ruleset.")
 	p("")
-	p("| change | median | p10 | p90 | runs |")
-	p("|---|---|---|---|---|")
-	for _, m := range pr.ListDelta {
-		p("| %s | %s | %s | %s | %d |", m.Name, ms(m.Stats.Median), ms(m.Stats.P10), ms(m.Stats.P90), m.Stats.N)
-	}
-	p("")
+	statsTable(p, "change", pr.ListDelta)
 	p("### Start-up")
 	p("")
 	p("Both started from a thread inside a bench namespace (after three warm-up rounds), interleaved; the minimal binary")
 	p("is `func main() {}` built with `CGO_ENABLED=0 go build -trimpath`.")
 	p("")
-	p("| process | median | p10 | p90 | runs |")
+	statsTable(p, "process", pr.Startup)
+}
+
+// statsTable prints one row of median, p10, p90 and runs per result.
+func statsTable(p func(string, ...any), what string, rs []MethodResult) {
+	p("| %s | median | p10 | p90 | runs |", what)
 	p("|---|---|---|---|---|")
-	for _, m := range pr.Startup {
+	for _, m := range rs {
 		p("| %s | %s | %s | %s | %d |", m.Name, ms(m.Stats.Median), ms(m.Stats.P10), ms(m.Stats.P90), m.Stats.N)
 	}
 	p("")
