@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nfintercept/nfintercept"
 	"github.com/nfintercept/nfintercept/integration/harness"
 	"github.com/nfintercept/nfintercept/internal/libtest"
 	"github.com/nfintercept/nfintercept/translate"
@@ -246,11 +247,23 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 	full := time.Since(t0)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := range 15 {
+		// The apply's namespace is opened before the deletion can start:
+		// an apply that opened the path after the re-creation would
+		// rightly program the new namespace.
+		req, err := libtest.Request{Options: o}.Library()
+		if err != nil {
+			t.Fatal(err)
+		}
+		handle, err := nfintercept.OpenNamespace(path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		done := make(chan error, 1)
 		var took time.Duration
 		start := time.Now()
 		go func() {
-			_, err := libtest.Apply(libtest.Request{Options: o, NetNSPath: path})
+			defer handle.Close()
+			_, err := nfintercept.Apply(context.Background(), handle, req)
 			took = time.Since(start)
 			done <- err
 		}()
@@ -259,7 +272,7 @@ func TestNamespaceRecreatedDuringApply(t *testing.T) {
 		deleted := time.Since(start)
 		harness.MustRun(t, "ip", "netns", "add", ns)
 		harness.MustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		err := <-done
+		err = <-done
 		t.Logf("round %d: namespace deleted %v into an apply of %v (%v)", i, deleted, took, err)
 		tables, lerr := libtest.OurTables(path)
 		if lerr != nil {
