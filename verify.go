@@ -51,33 +51,40 @@ func Reconcile(ctx context.Context, ns *Namespace, req Request) (*Report, error)
 		if err != nil {
 			return err
 		}
-		d, err := drift(k, res.Ruleset)
-		if err != nil {
-			return err
-		}
-		rep = &Report{Drift: d}
-		if d.InSync() {
-			return nil
-		}
-		extra, err := k.OurTables()
-		if err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
-		if _, err := change(ctx, k, res.Ruleset, extra); err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
-		after, err := drift(k, res.Ruleset)
-		if err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
-		if !after.InSync() {
-			// Someone changed the namespace again right after the re-apply.
-			return fmt.Errorf("reconcile: still differs after re-applying:\n%s", after)
-		}
-		rep.Reconciled = true
-		return nil
+		rep, err = reconcile(ctx, k, res.Ruleset)
+		return err
 	})
 	return rep, err
+}
+
+// reconcile compares the namespace with rs and, if anything differs,
+// re-applies rs (the caller holds the lock).
+func reconcile(ctx context.Context, k nsKernel, rs *translate.Ruleset) (*Report, error) {
+	d, err := drift(k, rs)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Drift: d}
+	if d.InSync() {
+		return rep, nil
+	}
+	extra, err := k.OurTables()
+	if err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	if _, err := change(ctx, k, rs, extra); err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	after, err := drift(k, rs)
+	if err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	if !after.InSync() {
+		// Someone changed the namespace again right after the re-apply.
+		return rep, fmt.Errorf("reconcile: still differs after re-applying:\n%s", after)
+	}
+	rep.Reconciled = true
+	return rep, nil
 }
 
 // drift compares one snapshot of the tables and the routing with rs.

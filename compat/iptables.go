@@ -98,6 +98,9 @@ func not(neg bool, tokens ...string) []string {
 }
 
 func matchTokens(m translate.Match, elem int) []string {
+	if t, ok := ambientMatchTokens(m, elem); ok {
+		return t
+	}
 	switch m.Kind {
 	case translate.MatchProto:
 		return not(m.Negate, "-p", string(m.Proto))
@@ -162,6 +165,9 @@ func ctStates(s translate.CtState) string {
 
 func actionTokens(r *translate.Rule) []string {
 	a := r.Action
+	if t, ok := ambientActionTokens(a); ok {
+		return t
+	}
 	switch a.Kind {
 	case translate.ActReturn:
 		return []string{"-j", "RETURN"}

@@ -91,7 +91,10 @@ func (r *Routing) Begin(rs *translate.Ruleset) (*RoutingChange, error) {
 	if err != nil {
 		return nil, r.r.errorf("%w", err)
 	}
-	c := &RoutingChange{r: r.r, want: r.r.located(want)}
+	c := &RoutingChange{r: r.r}
+	if c.want, err = r.r.located(want); err != nil {
+		return nil, err
+	}
 	if c.have, err = r.r.snapshot(); err == nil {
 		err = r.r.addMissing(c.want, &c.have, &c.j)
 	}
@@ -134,7 +137,9 @@ func (r *Routing) Cleanup() error {
 type routingState struct {
 	rules  []netlink.Rule
 	routes []netlink.Route // LinkIndex filled in once lo is known
-	addrs  []netip.Prefix  // on lo
+	// needsLoV6[i]: routes[i] is left out when lo's IPv6 is disabled.
+	needsLoV6 []bool
+	addrs     []netip.Prefix // on lo
 }
 
 func desiredRouting(rs *translate.Ruleset) (routingState, error) {
@@ -154,8 +159,13 @@ func desiredRouting(rs *translate.Ruleset) (routingState, error) {
 		case unix.RT_TABLE_UNSPEC, unix.RT_TABLE_DEFAULT, unix.RT_TABLE_MAIN, unix.RT_TABLE_LOCAL:
 			return s, fmt.Errorf("route table %d is reserved by the kernel", pr.Table)
 		}
-		s.rules = append(s.rules, policyRule(fam, pr.Mark, pr.MarkMask(), pr.Table))
+		ru := policyRule(fam, pr.Mark, pr.MarkMask(), pr.Table)
+		if pr.Priority != 0 {
+			ru.Priority = int(pr.Priority)
+		}
+		s.rules = append(s.rules, ru)
 		s.routes = append(s.routes, localDefault(fam, pr.Table))
+		s.needsLoV6 = append(s.needsLoV6, pr.RouteNeedsLoIPv6)
 	}
 	s.addrs = append(s.addrs, rs.LoopbackAddrs...)
 	return s, nil
@@ -326,14 +336,29 @@ func (j journal) revert(r *rtnl) error {
 	return errors.Join(errs...)
 }
 
-// located fills in lo's index in the wanted routes.
-func (r *rtnl) located(want routingState) routingState {
-	routes := slices.Clone(want.routes)
-	for i := range routes {
-		routes[i].LinkIndex = r.lo
+// located fills in lo's index in the wanted routes, and leaves out the
+// IPv6 routes wanted only where lo has IPv6 (lo's disable_ipv6 is 1).
+func (r *rtnl) located(want routingState) (routingState, error) {
+	var routes []netlink.Route
+	var v6Off *bool
+	for i, rt := range want.routes {
+		if want.needsLoV6[i] && rt.Family == unix.AF_INET6 {
+			if v6Off == nil {
+				off, err := r.loIPv6Disabled()
+				if err != nil {
+					return want, err
+				}
+				v6Off = &off
+			}
+			if *v6Off {
+				continue
+			}
+		}
+		rt.LinkIndex = r.lo
+		routes = append(routes, rt)
 	}
-	want.routes = routes
-	return want
+	want.routes, want.needsLoV6 = routes, nil
+	return want, nil
 }
 
 // snapshot is our part of a namespace's routing, and lo's addresses.
@@ -481,18 +506,24 @@ func sameRule(a, b netlink.Rule) bool {
 		}
 		return *r.Mask
 	}
-	return a.Family == b.Family && a.Mark == b.Mark && mask(a) == mask(b) && a.Table == b.Table &&
+	// A priority of ours that is not set (-1) is the kernel's choice.
+	prio := a.Priority < 0 || b.Priority < 0 || a.Priority == b.Priority
+	return a.Family == b.Family && a.Mark == b.Mark && mask(a) == mask(b) && a.Table == b.Table && prio &&
 		a.Src == nil && a.Dst == nil && a.IifName == "" && a.OifName == "" && !a.Invert && a.Goto < 0
 }
 
 func sameRoute(a, b netlink.Route) bool { return sameSlot(a, b) && a.LinkIndex == b.LinkIndex }
 
 func ruleText(r netlink.Rule) string {
-	mask := ""
+	mark := fmt.Sprintf("%#x", r.Mark)
 	if r.Mask != nil && *r.Mask != fullMask {
-		mask = fmt.Sprintf("/%#x", *r.Mask)
+		mark += fmt.Sprintf("/%#x", *r.Mask)
 	}
-	return fmt.Sprintf("ip %srule fwmark %#x%s lookup %d", v6Flag(r.Family), r.Mark, mask, r.Table)
+	pref := ""
+	if r.Priority >= 0 {
+		pref = fmt.Sprintf(" pref %d", r.Priority)
+	}
+	return fmt.Sprintf("ip %srule fwmark %s lookup %d%s", v6Flag(r.Family), mark, r.Table, pref)
 }
 
 func routeText(r netlink.Route) string {

@@ -37,8 +37,9 @@ func (r *rtnl) diff(want routingState, d *[]RoutingDrift) error {
 	if _, err := r.handle(); err != nil {
 		return err
 	}
-	for i := range want.routes {
-		want.routes[i].LinkIndex = r.lo
+	want, err := r.located(want)
+	if err != nil {
+		return err
 	}
 	rules, err := r.ourRules()
 	if err != nil {

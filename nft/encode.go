@@ -70,7 +70,7 @@ func (e *encoder) addTable(lt *loweredTable) error {
 		e.msgs = append(e.msgs, m)
 	}
 	for _, s := range lt.sets {
-		ks := &nftables.Set{Table: e.table, Name: s.name, ID: e.id(), Interval: true, KeyType: s.keyType()}
+		ks := &nftables.Set{Table: e.table, Name: s.name, ID: e.id(), Interval: s.interval(), KeyType: s.keyType()}
 		e.msgs = append(e.msgs, setMsg(ks, 0))
 		e.msgs = append(e.msgs, setElemMsgs(lt.name, s.name, ks.ID, s)...)
 		e.named[s] = ks

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -117,7 +118,10 @@ func libraryMsgs(t *testing.T, tables []*loweredTable, destroy bool, ours []netl
 		}
 		for _, s := range lt.sets {
 			b.nextID++
-			ks := &nftables.Set{Table: b.table, Name: s.name, ID: b.nextID, Interval: true, KeyType: s.keyType()}
+			// Keys are big-endian; the library records it for non-interval
+			// sets only when told.
+			ks := &nftables.Set{Table: b.table, Name: s.name, ID: b.nextID, Interval: s.interval(), KeyType: s.keyType(),
+				KeyByteOrder: binaryutil.BigEndian}
 			if err := tx.lib.AddSet(ks, nil); err != nil {
 				t.Fatal(err)
 			}

@@ -181,6 +181,15 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 	var ifaces, addrs, ports, rest []stmt
 	for i := range r.Matches {
 		m := &r.Matches[i]
+		if s, ok, err := lowerAmbientMatch(m, proto); ok || err != nil {
+			if err != nil {
+				return nil, err
+			}
+			if s != nil {
+				rest = append(rest, s)
+			}
+			continue
+		}
 		switch m.Kind {
 		case translate.MatchProto:
 		case translate.MatchInIface, translate.MatchOutIface:
@@ -225,7 +234,7 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 			}
 			rest = append(rest, ctStateMatch{state: m.State, neg: m.Negate})
 		case translate.MatchMark, translate.MatchConnMark:
-			rest = append(rest, markMatch{ct: m.Kind == translate.MatchConnMark, value: m.Mark.Value, neg: m.Negate})
+			rest = append(rest, markMatch{ct: m.Kind == translate.MatchConnMark, value: m.Mark.Value, mask: m.Mark.Mask, neg: m.Negate})
 		default:
 			return nil, fmt.Errorf("unsupported match kind %d", m.Kind)
 		}
@@ -247,6 +256,12 @@ func (tl *tableLowering) lowerRule(r *translate.Rule) ([]kernelRule, error) {
 		return kernelRule{stmts: append(append([]stmt(nil), matches...), tail...)}
 	}
 	a := r.Action
+	if s, ok, err := lowerAmbientAction(a, fam); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return []kernelRule{rule(counterStmt{}, s)}, nil
+	}
 	switch a.Kind {
 	case translate.ActReturn:
 		return []kernelRule{rule(counterStmt{}, verdictStmt{kind: expr.VerdictReturn})}, nil
@@ -347,7 +362,7 @@ func (tl *tableLowering) lowerAddr(m *translate.Match) (stmt, translate.Family, 
 		p = p.Masked()
 		return prefixMatch{src: src, p: p, neg: m.Negate}, famOf(p.Addr()), nil
 	}
-	if m.Set.Type != translate.SetIPv4Prefixes && m.Set.Type != translate.SetIPv6Prefixes {
+	if !addrSetType(m.Set.Type) {
 		return nil, 0, fmt.Errorf("address match against a non-address set %q", m.Set.Name)
 	}
 	ref, err := tl.setRef(m.Set)

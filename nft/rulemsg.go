@@ -190,6 +190,21 @@ func (b *attrBuf) expr(e expr.Any) error {
 			b.u32(unix.NFTA_REDIR_FLAGS, e.Flags)
 		}
 		b.close(at)
+	case *expr.NAT:
+		// As the library marshals it (only what snatStmt uses: addresses).
+		if e.RegProtoMin != 0 || e.Random || e.FullyRandom || e.Persistent || e.Prefix || e.Specified {
+			return fmt.Errorf("no encoding for nat with ports or flags")
+		}
+		at := begin("nat")
+		b.u32(unix.NFTA_NAT_TYPE, uint32(e.Type))
+		b.u32(unix.NFTA_NAT_FAMILY, e.Family)
+		if e.RegAddrMin != 0 {
+			b.u32(unix.NFTA_NAT_REG_ADDR_MIN, e.RegAddrMin)
+			if e.RegAddrMax != 0 {
+				b.u32(unix.NFTA_NAT_REG_ADDR_MAX, e.RegAddrMax)
+			}
+		}
+		b.close(at)
 	case *expr.TProxy:
 		at := begin("tproxy")
 		b.u32(expr.NFTA_TPROXY_FAMILY, uint32(e.Family))

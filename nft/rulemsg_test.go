@@ -21,6 +21,9 @@ func TestRuleMsgMatchesLibrary(t *testing.T) {
 		cfg.EnableIPv6 = true
 		rulesets[name] = translate.Build(cfg)
 	}
+	for name, rs := range ambientRulesets() {
+		rulesets[name] = rs
+	}
 	for name, rs := range rulesets {
 		tables, err := lowerRuleset(rs)
 		if err != nil {

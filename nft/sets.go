@@ -41,6 +41,12 @@ func newSetRef(s *translate.Set) (*setRef, error) {
 		r.intervals = ivs
 	case translate.SetPorts:
 		r.ports = mergePorts(s.Ports)
+	case translate.SetIPv4Addrs, translate.SetIPv6Addrs:
+		ivs, err := hostElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w", r.label(), err)
+		}
+		r.intervals = ivs
 	default:
 		return nil, fmt.Errorf("set %s: unknown element type %d", r.label(), s.Type)
 	}
@@ -63,7 +69,7 @@ func (s *setRef) len() int {
 
 // family of an address set.
 func (s *setRef) family() translate.Family {
-	if s.typ == translate.SetIPv6Prefixes {
+	if s.typ == translate.SetIPv6Prefixes || s.typ == translate.SetIPv6Addrs {
 		return translate.IPv6
 	}
 	return translate.IPv4
@@ -71,9 +77,9 @@ func (s *setRef) family() translate.Family {
 
 func (s *setRef) keyType() nftables.SetDatatype {
 	switch s.typ {
-	case translate.SetIPv4Prefixes:
+	case translate.SetIPv4Prefixes, translate.SetIPv4Addrs:
 		return nftables.TypeIPAddr
-	case translate.SetIPv6Prefixes:
+	case translate.SetIPv6Prefixes, translate.SetIPv6Addrs:
 		return nftables.TypeIP6Addr
 	}
 	return nftables.TypeInetService
@@ -83,6 +89,9 @@ func (s *setRef) keyType() nftables.SetDatatype {
 // always have it (declared "flags interval"); anonymous ones only when an
 // element is a range, as nft does.
 func (s *setRef) interval() bool {
+	if s.typ == translate.SetIPv4Addrs || s.typ == translate.SetIPv6Addrs {
+		return false // single addresses, added and removed one by one
+	}
 	if s.name != "" {
 		return true
 	}
@@ -115,9 +124,9 @@ func (s *setRef) elements() []nftables.SetElement {
 // keyLen is the byte length of the set's keys.
 func (s *setRef) keyLen() int {
 	switch s.typ {
-	case translate.SetIPv4Prefixes:
+	case translate.SetIPv4Prefixes, translate.SetIPv4Addrs:
 		return 4
-	case translate.SetIPv6Prefixes:
+	case translate.SetIPv6Prefixes, translate.SetIPv6Addrs:
 		return 16
 	}
 	return 2
@@ -140,7 +149,7 @@ func (s *setRef) walk(yield func(key []byte, end bool)) {
 		}
 		return
 	}
-	v4 := s.typ == translate.SetIPv4Prefixes
+	v4 := s.keyLen() == 4
 	top := maxNum(v4)
 	key := func(n u128) []byte {
 		if v4 {
@@ -178,7 +187,10 @@ func (s *setRef) String() string {
 
 // declText is the set's declaration inside a table block.
 func (s *setRef) declText() string {
-	d := fmt.Sprintf("set %s { type %s; flags interval;", s.name, s.keyType().Name)
+	d := fmt.Sprintf("set %s { type %s;", s.name, s.keyType().Name)
+	if s.interval() {
+		d += " flags interval;"
+	}
 	if s.len() > 0 {
 		d += " elements = { " + s.elementsText() + " };"
 	}

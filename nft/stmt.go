@@ -408,21 +408,35 @@ func ctStateBits(s translate.CtState) uint32 {
 type markMatch struct {
 	ct    bool // conntrack mark instead of packet mark
 	value uint32
+	mask  uint32 // bits compared; 0 = all ("-m mark --mark V/MASK")
 	neg   bool
 }
 
 func (m markMatch) exprs(setBinder) []expr.Any {
+	ne := binaryutil.NativeEndian
 	var load expr.Any = &expr.Meta{Key: expr.MetaKeyMARK, Register: reg1}
 	if m.ct {
 		load = &expr.Ct{Key: expr.CtKeyMARK, Register: reg1}
 	}
-	return []expr.Any{load, &expr.Cmp{Op: cmpOp(m.neg), Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m.value)}}
+	out := []expr.Any{load}
+	if m.mask != 0 && m.mask != 0xffffffff {
+		out = append(out, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: ne.PutUint32(m.mask), Xor: make([]byte, 4)})
+	}
+	return append(out, &expr.Cmp{Op: cmpOp(m.neg), Register: reg1, Data: ne.PutUint32(m.value)})
 }
 
+// String: nft prints a masked mark as "meta mark & MASK == V".
 func (m markMatch) String() string {
 	kw := "meta mark "
 	if m.ct {
 		kw = "ct mark "
+	}
+	if m.mask != 0 && m.mask != 0xffffffff {
+		op := "== "
+		if m.neg {
+			op = "!= "
+		}
+		return kw + "& " + markText(m.mask) + " " + op + markText(m.value)
 	}
 	return kw + neg(m.neg) + markText(m.value)
 }

@@ -307,9 +307,13 @@ func compareSets(d *Drift, tableWhere string, wt *desiredTable, kt *kernelTable)
 			continue
 		}
 		wantType := ws.keyType().Name
-		if ks.keyType != wantType || !ks.interval || ks.isMap {
+		if ks.keyType != wantType || ks.interval != ws.interval() || ks.isMap {
+			flags := "; flags interval"
+			if !ws.interval() {
+				flags = ""
+			}
 			d.add(DriftItem{Kind: Changed, Object: "set", Where: where,
-				Want: fmt.Sprintf("type %s; flags interval", wantType), Have: ks.declText()})
+				Want: fmt.Sprintf("type %s%s", wantType, flags), Have: ks.declText()})
 			continue
 		}
 		missing := want.minus(ks.content)

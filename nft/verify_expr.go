@@ -58,6 +58,8 @@ var exprSpecs = map[string][]attrSpec{
 	"counter":   {1: {"bytes", aSkip, false}, 2: {"packets", aSkip, false}, 3: {"pad", aSkip, false}},
 	"ct":        {1: {"dreg", aNum, false}, 2: {"key", aNum, false}, 3: {"direction", aRaw, false}, 4: {"sreg", aNum, false}},
 	"redir":     {1: {"reg_proto_min", aNum, false}, 2: {"reg_proto_max", aNum, false}, 3: {"flags", aNum, true}},
+	"nat": {1: {"type", aNum, false}, 2: {"family", aNum, false}, 3: {"reg_addr_min", aNum, false}, 4: {"reg_addr_max", aNum, false},
+		5: {"reg_proto_min", aNum, false}, 6: {"reg_proto_max", aNum, false}, 7: {"flags", aNum, true}},
 	"tproxy":    {1: {"family", aNum, false}, 2: {"reg_addr", aNum, false}, 3: {"reg_port", aNum, false}},
 	"byteorder": {1: {"sreg", aNum, false}, 2: {"dreg", aNum, false}, 3: {"op", aNum, false}, 4: {"len", aNum, false}, 5: {"size", aNum, false}},
 }
@@ -136,8 +138,8 @@ func parseExpr(b []byte, sets setResolver) (canonExpr, error) {
 		case aSkip:
 			continue
 		case aNum, aRaw:
-			ca.value = a.Data
-			if spec.zeroDefault && allZeroBytes(a.Data) {
+			ca.value = canonNATFlags(e.name, typ, a.Data)
+			if spec.zeroDefault && allZeroBytes(ca.value) {
 				continue
 			}
 		case aString:

@@ -318,6 +318,12 @@ type setContent struct {
 
 func contentOfRef(s *setRef) setContent {
 	c := setContent{keyType: s.keyType().Name, typ: s.typ}
+	switch s.typ { // the kernel only knows the key type
+	case translate.SetIPv4Addrs:
+		c.typ = translate.SetIPv4Prefixes
+	case translate.SetIPv6Addrs:
+		c.typ = translate.SetIPv6Prefixes
+	}
 	for _, iv := range s.intervals {
 		c.ranges = append(c.ranges, numRange{addrNum(iv.First), addrNum(iv.Last)})
 	}

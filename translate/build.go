@@ -28,7 +28,12 @@ const (
 func Build(cfg Config) *Ruleset {
 	b := newBuilder(&cfg)
 	b.build()
-	return b.finish()
+	rs := b.finish()
+	if rs.Families.Has(IPv6) {
+		// The proxy binds ::6 for inbound passthrough; IPv4's 127.0.0.6 is local already.
+		rs.LoopbackAddrs = []netip.Prefix{passthroughV6.Prefix}
+	}
+	return rs
 }
 
 type builder struct {
@@ -76,6 +81,15 @@ func baseChain(kind TableKind, name string) *BaseChain {
 		hook = HookPrerouting
 	case "output":
 		hook = HookOutput
+	case "postrouting":
+		if kind != TableNAT {
+			return nil
+		}
+		// Only the ambient node profile uses it: srcnat - 1, so the probe
+		// SNAT comes before the node's own SNAT/MASQUERADE chains at srcnat
+		// (iptables' nat POSTROUTING among them), as Istio's "-I
+		// POSTROUTING 1" does; the first NAT of a connection wins.
+		return &BaseChain{ChainTypeNAT, HookPostrouting, 99}
 	default:
 		return nil
 	}
@@ -160,10 +174,6 @@ func (b *builder) appendVer(kind TableKind, chain string, r4, r6 *Rule) {
 
 func (b *builder) finish() *Ruleset {
 	rs := &Ruleset{Families: b.fams, Routes: b.routes}
-	if b.fams.Has(IPv6) {
-		// The proxy binds ::6 for inbound passthrough; IPv4's 127.0.0.6 is local already.
-		rs.LoopbackAddrs = []netip.Prefix{passthroughV6.Prefix}
-	}
 	for _, kind := range TableKinds {
 		tb := b.tables[kind]
 		if tb == nil {

@@ -34,6 +34,10 @@ func (k MatchKind) MarshalText() ([]byte, error) {
 		s = "mark"
 	case MatchConnMark:
 		s = "ct-mark"
+	case MatchProtoModule:
+		s = "proto-module"
+	case MatchSocketExists:
+		s = "socket-exists"
 	}
 	return []byte(s), nil
 }
@@ -61,6 +65,10 @@ func (k ActionKind) MarshalText() ([]byte, error) {
 		s = "restore-mark"
 	case ActCtZone:
 		s = "ct-zone"
+	case ActSetConnMark:
+		s = "set-ct-mark"
+	case ActSNAT:
+		s = "snat"
 	}
 	return []byte(s), nil
 }
@@ -74,6 +82,10 @@ func (t SetType) MarshalText() ([]byte, error) {
 		s = "ipv6_addr"
 	case SetPorts:
 		s = "inet_service"
+	case SetIPv4Addrs:
+		s = "ipv4_hosts"
+	case SetIPv6Addrs:
+		s = "ipv6_hosts"
 	}
 	return []byte(s), nil
 }

@@ -109,8 +109,9 @@ const (
 type Hook string
 
 const (
-	HookPrerouting Hook = "prerouting"
-	HookOutput     Hook = "output"
+	HookPrerouting  Hook = "prerouting"
+	HookOutput      Hook = "output"
+	HookPostrouting Hook = "postrouting"
 )
 
 // BaseChain describes how a base chain attaches to netfilter.
@@ -158,19 +159,21 @@ type Order struct {
 type MatchKind uint8
 
 const (
-	MatchProto      MatchKind = iota + 1 // Proto
-	MatchInIface                         // Iface; "-i X" / iifname
-	MatchOutIface                        // Iface; "-o X" / oifname
-	MatchSaddr                           // Prefix
-	MatchDaddr                           // Prefix or Set
-	MatchSport                           // Ports
-	MatchDport                           // Ports or Set
-	MatchMultiDport                      // Ports (several); "-m multiport --dports a,b"
-	MatchUID                             // Owner; "-m owner --uid-owner"
-	MatchGID                             // Owner; "-m owner --gid-owner"
-	MatchCtState                         // CtState
-	MatchMark                            // Mark; "-m mark --mark"
-	MatchConnMark                        // Mark; "-m connmark --mark"
+	MatchProto        MatchKind = iota + 1 // Proto
+	MatchInIface                           // Iface; "-i X" / iifname
+	MatchOutIface                          // Iface; "-o X" / oifname
+	MatchSaddr                             // Prefix
+	MatchDaddr                             // Prefix or Set
+	MatchSport                             // Ports
+	MatchDport                             // Ports or Set
+	MatchMultiDport                        // Ports (several); "-m multiport --dports a,b"
+	MatchUID                               // Owner; "-m owner --uid-owner"
+	MatchGID                               // Owner; "-m owner --gid-owner"
+	MatchCtState                           // CtState
+	MatchMark                              // Mark; "-m mark --mark"
+	MatchConnMark                          // Mark; "-m connmark --mark"
+	MatchProtoModule                       // Proto; "-m tcp" alone: no condition of its own (iptables spelling)
+	MatchSocketExists                      // "-m owner --socket-exists": the packet has a local socket
 )
 
 // Proto is a layer-4 protocol.
@@ -230,10 +233,20 @@ type Owner struct {
 	Resolved bool
 }
 
-// Mark is a packet/conntrack mark as written plus its value.
+// Mark is a packet/conntrack mark as written plus its value, and the bits
+// it applies to ("0x539/0xfff"); Mask 0 means the whole 32-bit mark.
 type Mark struct {
 	Raw   string
 	Value uint32
+	Mask  uint32 `json:",omitzero"`
+}
+
+// Bits is the mask the mark applies to.
+func (m Mark) Bits() uint32 {
+	if m.Mask == 0 {
+		return 0xffffffff
+	}
+	return m.Mask
 }
 
 // SetType is the element type of a set.
@@ -243,7 +256,16 @@ const (
 	SetIPv4Prefixes SetType = iota + 1
 	SetIPv6Prefixes
 	SetPorts
+	// SetIPv4Addrs / SetIPv6Addrs hold single addresses that change at
+	// runtime (a node agent adds and removes pod IPs): plain hash sets in
+	// nftables, referenced by name as an ipset in the iptables view.
+	SetIPv4Addrs
+	SetIPv6Addrs
 )
+
+// IPSet reports whether the iptables view matches the set by name
+// ("-m set --match-set NAME dst") instead of one rule per element.
+func (s *Set) IPSet() bool { return s.Type == SetIPv4Addrs || s.Type == SetIPv6Addrs }
 
 // Set is a list that one rule matches against. Elements stay as written
 // (order, duplicates, overlaps) so the iptables view can expand the rule
@@ -279,6 +301,8 @@ const (
 	ActSaveMark               // conntrack mark := packet mark
 	ActRestoreMark            // packet mark := conntrack mark
 	ActCtZone                 // Zone
+	ActSetConnMark            // Mark (with Mask): ct mark = (ct mark & ^Mask) ^ Value
+	ActSNAT                   // Addr; nat postrouting only
 )
 
 // Action is the verdict or statement of a rule.
@@ -288,16 +312,27 @@ type Action struct {
 	Port  Port   `json:",omitzero"` // ActRedirect, ActTProxy
 	Mark  Mark   `json:",omitzero"` // ActTProxy, ActSetMark
 	Zone  uint16 `json:",omitzero"` // ActCtZone
+	// ActRestoreMark: the masks as iptables' CONNMARK spells them
+	// (--nfmask/--ctmask); 0 means not written (the whole mark).
+	NfMask uint32     `json:",omitzero"`
+	CtMask uint32     `json:",omitzero"`
+	Addr   netip.Addr `json:",omitzero"` // ActSNAT: new source address
 }
 
-// PolicyRoute is "ip rule fwmark Mark/Mask lookup Table" with
-// "ip route add local default dev lo table Table", for one family: how
-// marked packets are delivered locally (TPROXY, ambient redirection).
+// PolicyRoute is "ip rule fwmark Mark/Mask [pref Priority] lookup Table"
+// with "ip route add local default dev lo table Table", for one family:
+// how marked packets are delivered locally (TPROXY; ambient's transparent
+// replies).
 type PolicyRoute struct {
 	Family Family // IPv4 or IPv6
 	Mark   uint32
 	Mask   uint32 `json:",omitzero"` // 0: all 32 bits
 	Table  uint32
+	// Priority 0 lets the kernel choose.
+	Priority uint32 `json:",omitzero"`
+	// RouteNeedsLoIPv6 leaves the IPv6 local route out (the rule stays)
+	// where lo has IPv6 disabled, as Istio's ambient node agent does.
+	RouteNeedsLoIPv6 bool `json:",omitzero"`
 }
 
 // MarkMask is the mask of the mark match (Mask, or all bits when unset).
@@ -330,7 +365,7 @@ func (r *Ruleset) EmissionOrder(f Family) []IptablesLine {
 					continue
 				}
 				set := rule.SetMatch()
-				if set == nil {
+				if set == nil || set.IPSet() {
 					lines = append(lines, IptablesLine{t, c, rule, -1})
 					continue
 				}

@@ -85,12 +85,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	fs.SortFlags = false
 	logOpts := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHead+"\nIstio options:\n"+fs.FlagUsages()+logOpts.help())
+		fmt.Fprint(stderr, usageHead+usageAmbient+"\nOptions:\n"+fs.FlagUsages()+logOpts.help())
 	}
 	opts := translate.DefaultOptions()
+	common := map[string]bool{} // logging flags: every profile
+	fs.VisitAll(func(f *pflag.Flag) { common[f.Name] = true })
 	istioflags.Add(fs, &opts, getenv)
 	lists := readListsFromFiles(fs, stdin)
 	defer func() { err = lists.name(err) }()
+	sidecarFlags := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) { sidecarFlags[f.Name] = !common[f.Name] })
+	var amb ambientFlags
+	amb.add(fs)
 	format := fs.String("format", "nft", "render: output format (nft, iptables, json)")
 	family := fs.String("family", "ipv4", "render --format iptables: address family (ipv4, ipv6)")
 
@@ -114,6 +120,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	defer func() { err = lg.markFailure(err) }()
 	logger := lg.scope(defaultScope)
 	logger.Debug("command line", "command", cmd, "args", args)
+	profile, err := translate.ParseProfile(amb.profile)
+	if err != nil {
+		return errUsage{err}
+	}
+	if err := amb.checkProfileFlags(fs, sidecarFlags, profile); err != nil {
+		return errUsage{err}
+	}
 	opts.LoadEnvOnly(getenv)
 	if opts.DryRun && cmd == "apply" {
 		cmd = "render"
@@ -125,6 +138,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	case "apply", "render", "verify", "cleanup":
 	default:
 		return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify, annotations; see --help)", cmd)}
+	}
+	if profile != translate.ProfileSidecar {
+		return amb.run(cmd, profile, opts.NetworkNamespace, opts.Reconcile, *format, *family, stdin, stdout, getenv, logger)
 	}
 	// Options are validated for every command, so a typo does not silently
 	// clean up somewhere unexpected.

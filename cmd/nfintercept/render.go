@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nfintercept/nfintercept"
-	"github.com/nfintercept/nfintercept/compat"
-	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
 
@@ -20,17 +17,9 @@ import (
 // --network-namespace, IPv6 is assumed present exactly when --dual-stack is
 // given; with it, the namespace's addresses decide, as for apply.
 func render(opts translate.Options, req nfintercept.Request, format, family string, stdout io.Writer) error {
-	var fam translate.Family
-	switch family {
-	case "ipv4":
-		fam = translate.IPv4
-	case "ipv6":
-		fam = translate.IPv6
-	default:
-		return errUsage{fmt.Errorf("invalid --family %q: want ipv4 or ipv6", family)}
-	}
-	if format != "nft" && format != "iptables" && format != "json" {
-		return errUsage{fmt.Errorf("invalid --format %q: want nft, iptables or json", format)}
+	fam, err := renderFamily(family, format)
+	if err != nil {
+		return err
 	}
 	var ns *nfintercept.Namespace
 	if opts.NetworkNamespace == "" {
@@ -46,24 +35,12 @@ func render(opts translate.Options, req nfintercept.Request, format, family stri
 	if err != nil {
 		return classify(err)
 	}
-	switch format {
-	case "iptables":
-		_, err = io.WriteString(stdout, compat.Restore(res.Ruleset, fam))
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(res.Ruleset)
-	default:
+	if format == "nft" {
 		if err := res.Config.CheckResolved(); err != nil {
 			return errUsage{err}
 		}
-		text, terr := nft.Text(res.Ruleset)
-		if terr != nil {
-			return terr
-		}
-		_, err = io.WriteString(stdout, text)
 	}
-	return err
+	return renderRuleset(res.Ruleset, format, fam, stdout)
 }
 
 // annotations prints the istio-iptables options Istio's injector derives

@@ -17,6 +17,11 @@ func verify(ctx context.Context, ns *nfintercept.Namespace, req nfintercept.Requ
 		check = nfintercept.Reconcile
 	}
 	d, err := check(ctx, ns, req)
+	return reportDrift(d, err, ns, stdout, log)
+}
+
+// reportDrift prints drift and turns it into the exit status.
+func reportDrift(d *nfintercept.Report, err error, ns *nfintercept.Namespace, stdout io.Writer, log func(string, ...any)) error {
 	if d != nil && !d.InSync() {
 		if _, werr := io.WriteString(stdout, d.String()); werr != nil && err == nil {
 			err = werr

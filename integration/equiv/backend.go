@@ -119,12 +119,23 @@ func (tw *Twin) Install(p *Plan, c Case, opts RunOptions) error {
 		}
 		return nil
 	}
-	mutate := opts.Mutate
+	if err := tw.restore(p.Iptables, opts); err != nil {
+		return err
+	}
+	return tw.istioRouting(p.Config)
+}
+
+// restore loads the iptables text of each family into the pod with the
+// backend's restore tools (after opts.Mutate).
+func (tw *Twin) restore(texts map[translate.Family]string, opts RunOptions) error {
 	tool4, tool6 := tw.Backend.restoreTools()
+	if tool4 == "" {
+		return fmt.Errorf("backend %s has no iptables-restore", tw.Backend)
+	}
 	for _, fam := range []translate.Family{translate.IPv4, translate.IPv6} {
-		text := p.Iptables[fam]
-		if mutate != nil {
-			text = mutate(tw.Backend, fam, text)
+		text := texts[fam]
+		if opts.Mutate != nil {
+			text = opts.Mutate(tw.Backend, fam, text)
 		}
 		if text == "" {
 			continue
@@ -138,7 +149,7 @@ func (tw *Twin) Install(p *Plan, c Case, opts RunOptions) error {
 			return fmt.Errorf("%s: %v\n%s\ninput:\n%s", tool, err, out, text)
 		}
 	}
-	return tw.istioRouting(p.Config)
+	return nil
 }
 
 // istioRouting does what istio-iptables' ConfigureRoutes does after the

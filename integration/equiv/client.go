@@ -25,13 +25,9 @@ import (
 type Flow struct {
 	Name string // why the flow exists, for reports
 	From Origin
+	// Flow.Mark (SO_MARK) and Flow.Transparent (IP_TRANSPARENT) let a
+	// client act as Envoy's TPROXY upstream or as ztunnel.
 	harness.Flow
-	// Mark is put on the client socket (SO_MARK), as Envoy marks its
-	// TPROXY upstream connections.
-	Mark uint32
-	// Transparent lets the client bind a non-local source (IP_TRANSPARENT),
-	// as Envoy does to keep a downstream's original source.
-	Transparent bool
 }
 
 // ProtoInvalidFIN is a raw probe rather than a connection: a lone TCP FIN
@@ -39,16 +35,7 @@ type Flow struct {
 // The kernel answers it with a RST unless a rule drops it first.
 const ProtoInvalidFIN = "tcp-invalid-fin"
 
-func (f Flow) String() string {
-	s := fmt.Sprintf("from %s: %v", f.From, f.Flow)
-	if f.Mark != 0 {
-		s += fmt.Sprintf(" mark=%d", f.Mark)
-	}
-	if f.Transparent {
-		s += " transparent"
-	}
-	return s
-}
+func (f Flow) String() string { return fmt.Sprintf("from %s: %v", f.From, f.Flow) }
 
 // Decision is where a flow landed: the listener that answered with the
 // destination and source it saw, or the class of failure the client got.
@@ -171,27 +158,9 @@ func run(h int, f Flow, timeout time.Duration) (harness.Reply, error) {
 // dial is the client side of a flow: connect, then read the listener's
 // JSON reply (TCP) or send a datagram and read the answer (UDP).
 func dial(f Flow, timeout time.Duration) (harness.Reply, error) {
-	d := net.Dialer{Timeout: timeout, Control: func(network, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if f.Mark != 0 {
-				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(f.Mark)); serr != nil {
-					return
-				}
-			}
-			if f.Transparent {
-				level, opt := unix.SOL_IP, unix.IP_TRANSPARENT
-				if strings.HasSuffix(network, "6") {
-					level, opt = unix.SOL_IPV6, unix.IPV6_TRANSPARENT
-				}
-				serr = unix.SetsockoptInt(int(fd), level, opt, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("%w: socket options: %w", errHarness, serr)
+	d := net.Dialer{Timeout: timeout, Control: func(network, address string, rc syscall.RawConn) error {
+		if err := f.Flow.Control(network, address, rc); err != nil {
+			return fmt.Errorf("%w: socket options: %w", errHarness, err)
 		}
 		return nil
 	}}

@@ -351,9 +351,9 @@ func (d *deriver) invalidPackets(v6 bool) {
 func (d *deriver) tproxyUpstream(v6 bool) {
 	for _, mark := range []uint32{d.cfg.TProxyMark.Value, 0} {
 		f := d.proxy.flow("tcp", addrPort(podAddr(v6), appPort))
-		f.Src = peerAddr(v6)
+		f.Src, f.Mark, f.Transparent = peerAddr(v6), mark, true
 		d.set.addFlow(Flow{Name: fmt.Sprintf("proxy to the app from the downstream's address (transparent, mark %d)", mark),
-			From: FromPod, Flow: f, Mark: mark, Transparent: true})
+			From: FromPod, Flow: f})
 	}
 }
 

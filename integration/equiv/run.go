@@ -114,8 +114,16 @@ func Compare(t *testing.T, c Case, opts RunOptions) *Result {
 	opts = opts.withDefaults()
 	plan, flows, twins := Prepare(t, c, opts.Backends, opts)
 	res := &Result{Case: c, Backends: opts.Backends, Plan: plan, Flows: flows}
-	res.Decisions = runAll(t, twins, flows, opts)
-	for i, f := range flows {
+	res.decide(t, twins, opts)
+	return res
+}
+
+// decide runs every flow of res in the twins and records the decisions
+// and where they differ (reproducibly, or flaky).
+func (res *Result) decide(t *testing.T, twins []*Twin, opts RunOptions) {
+	t.Helper()
+	res.Decisions = runAll(t, twins, res.Flows, opts)
+	for i, f := range res.Flows {
 		if agree(res.Decisions[i]) {
 			continue
 		}
@@ -129,7 +137,6 @@ func Compare(t *testing.T, c Case, opts RunOptions) *Result {
 	if len(res.Differences) > 0 {
 		res.State = podState(twins[0])
 	}
-	return res
 }
 
 // Prepare plans the case, derives its flows and builds one twin per

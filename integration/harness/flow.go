@@ -15,10 +15,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childEnv carries the flow to a re-executed test binary.
@@ -36,6 +39,10 @@ type Flow struct {
 	UID    uint32         `json:"uid"`
 	GID    uint32         `json:"gid"`
 	Groups []uint32       `json:"groups"` // supplementary groups (none if empty)
+	// Mark is the socket's SO_MARK (needs uid 0), as ztunnel sets on its
+	// sockets; Transparent sets IP_TRANSPARENT so Src may be non-local.
+	Mark        uint32 `json:"mark,omitempty"`
+	Transparent bool   `json:"transparent,omitempty"`
 
 	Timeout time.Duration `json:"timeout"` // 0 = DefaultTimeout
 }
@@ -48,7 +55,14 @@ func (f Flow) String() string {
 	if f.Src.IsValid() {
 		s += " " + f.Src.String()
 	}
-	return s + " -> " + f.Dst.String()
+	s += " -> " + f.Dst.String()
+	if f.Mark != 0 {
+		s += fmt.Sprintf(" mark=%d", f.Mark)
+	}
+	if f.Transparent {
+		s += " transparent"
+	}
+	return s
 }
 
 // Result is where a flow landed: the answering listener's Reply, or the
@@ -180,6 +194,12 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // namespace it is given then programs that throwaway namespace, never the
 // host's.
 func Main(m *testing.M, cleanups ...func()) {
+	// The main thread stays with the main goroutine. Flow clients lock a
+	// thread, switch its namespace and credentials and let it die with
+	// the goroutine; on the main thread Go cannot end the thread and keeps
+	// it, switched, which /proc/self/ns/net then reports as the process'
+	// namespace.
+	runtime.LockOSThread()
 	if spec, ok := os.LookupEnv(childEnv); ok {
 		os.Exit(child(spec))
 	}
@@ -270,7 +290,7 @@ func sameIDs(a, b []uint32) bool {
 }
 
 func dial(f Flow) (Reply, error) {
-	d := net.Dialer{Timeout: f.timeout()}
+	d := net.Dialer{Timeout: f.timeout(), Control: f.Control}
 	if f.Src.IsValid() {
 		switch f.Proto {
 		case "tcp":
@@ -316,4 +336,31 @@ func dial(f Flow) (Reply, error) {
 		return Reply{}, fmt.Errorf("bad reply %q: %w", line, err)
 	}
 	return r, nil
+}
+
+// setTransparent lets a socket of network ("tcp4", "udp6", ...) bind or
+// accept non-local addresses.
+func setTransparent(fd uintptr, network string) error {
+	if strings.HasSuffix(network, "6") {
+		return unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+	}
+	return unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+}
+
+// Control sets the flow's SO_MARK and IP_TRANSPARENT on a client socket
+// before bind (a net.Dialer Control function).
+func (f Flow) Control(network, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if f.Mark != 0 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(f.Mark))
+		}
+		if f.Transparent && serr == nil {
+			serr = setTransparent(fd, network)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

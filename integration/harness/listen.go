@@ -223,14 +223,7 @@ func listenConfig(opts ListenOptions) net.ListenConfig {
 			return nil
 		}
 		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if strings.HasSuffix(network, "6") {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
-			} else {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
-			}
-		})
-		if err != nil {
+		if err := rc.Control(func(fd uintptr) { serr = setTransparent(fd, network) }); err != nil {
 			return err
 		}
 		return serr

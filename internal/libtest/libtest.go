@@ -188,3 +188,11 @@ func OurTables(path string) ([]string, error) {
 		return nft.OurTables(c)
 	})
 }
+
+// With runs fn with the namespace at path opened ("" = the current one).
+func With(path string, fn func(context.Context, *nfintercept.Namespace) error) error {
+	_, err := with(path, func(ns *nfintercept.Namespace) (struct{}, error) {
+		return struct{}{}, fn(context.Background(), ns)
+	})
+	return err
+}

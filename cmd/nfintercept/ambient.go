@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nfintercept/nfintercept"
+	"github.com/nfintercept/nfintercept/compat"
+	"github.com/nfintercept/nfintercept/nft"
+	"github.com/nfintercept/nfintercept/translate"
+)
+
+const usageAmbient = `
+Profiles (--profile, default sidecar):
+  sidecar        istio-iptables' capture for an Envoy sidecar (the options below)
+  ambient-pod    Istio ambient mode inside an enrolled pod: outbound TCP to ztunnel's 15001,
+                 inbound to 15006 (HBONE 15008 untouched), DNS to 15053, ztunnel's sockets
+                 (mark 0x539) uncaptured, policy routing of its transparent replies
+                 (fwmark 0x111/0xfff pref 32764 lookup 100)
+  ambient-node   kubelet probes in the node's namespace: locally generated TCP to an enrolled
+                 pod IP is SNATed to the probe address. apply keeps the pod IPs the probe sets
+                 hold; a node agent changes them through the library (AddProbeAddrs)
+  The ambient profiles read the node agent's environment (AMBIENT_DNS_CAPTURE, AMBIENT_IPV6,
+  HOST_PROBE_SNAT_IP, HOST_PROBE_SNAT_IPV6; flags win) and take only these options plus
+  --network-namespace, --reconcile, --format and --family.
+`
+
+// ambientFlags are the options of the ambient profiles.
+type ambientFlags struct {
+	profile        string
+	opts           translate.AmbientOptions
+	podAnnotations string
+}
+
+// ambientValue routes a flag into AmbientOptions (marking it given).
+type ambientValue struct {
+	o    *translate.AmbientOptions
+	name string
+	typ  string
+}
+
+func (v ambientValue) String() string { return "" }
+func (v ambientValue) Type() string   { return v.typ }
+func (v ambientValue) Set(s string) error {
+	v.o.Set(v.name, s)
+	return nil
+}
+
+func (a *ambientFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&a.profile, "profile", "sidecar", "what to install: sidecar, ambient-pod or ambient-node (see Profiles)")
+	for _, f := range []struct{ name, typ, usage string }{
+		{"ambient-dns-capture", "bool", "ambient-pod: capture DNS to ztunnel unless the pod's annotation says otherwise (AMBIENT_DNS_CAPTURE)"},
+		{"ambient-ipv6", "bool", "ambient profiles: program IPv6 too (AMBIENT_IPV6)"},
+		{"probe-snat-ipv4", "string", "ambient profiles: IPv4 source of kubelet probes (HOST_PROBE_SNAT_IP, default 169.254.7.127)"},
+		{"probe-snat-ipv6", "string", "ambient profiles: IPv6 source of kubelet probes (HOST_PROBE_SNAT_IPV6, default fd16:9254:7127:1337:ffff:ffff:ffff:ffff)"},
+	} {
+		fl := fs.VarPF(ambientValue{&a.opts, f.name, f.typ}, f.name, "", f.usage)
+		if f.typ == "bool" {
+			fl.NoOptDefVal = "true"
+		}
+	}
+	fs.StringVar(&a.podAnnotations, "pod-annotations", "", "ambient-pod: the pod's annotations (key=value lines or a Pod manifest; - for stdin)")
+}
+
+// sharedFlags are istio-iptables flags the ambient profiles use too.
+var sharedFlags = map[string]bool{"network-namespace": true, "reconcile": true, "dry-run": true, "cleanup-only": true}
+
+// checkProfileFlags refuses options of another profile.
+func (a *ambientFlags) checkProfileFlags(fs *pflag.FlagSet, sidecarFlags map[string]bool, profile translate.Profile) error {
+	var err error
+	fs.Visit(func(f *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		switch {
+		case profile == translate.ProfileSidecar && a.isAmbient(f.Name):
+			err = fmt.Errorf("--%s is an option of the ambient profiles, not of --profile sidecar", f.Name)
+		case profile != translate.ProfileSidecar && sidecarFlags[f.Name] && !sharedFlags[f.Name]:
+			err = fmt.Errorf("--%s is an istio-iptables (sidecar) option, not used by --profile %s", f.Name, profile)
+		case profile == translate.ProfileAmbientNode && (f.Name == "pod-annotations" || f.Name == "ambient-dns-capture"):
+			err = fmt.Errorf("--%s applies to --profile ambient-pod, not ambient-node", f.Name)
+		}
+	})
+	return err
+}
+
+func (a *ambientFlags) isAmbient(name string) bool {
+	switch name {
+	case "ambient-dns-capture", "ambient-ipv6", "probe-snat-ipv4", "probe-snat-ipv6", "pod-annotations":
+		return true
+	}
+	return false
+}
+
+// runAmbient runs a command for an ambient profile.
+func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string, reconcile bool, format, family string,
+	stdin io.Reader, stdout io.Writer, getenv func(string) (string, bool), logger *slog.Logger) error {
+	a.opts.LoadEnv(getenv)
+	node, err := a.opts.Node()
+	if err != nil {
+		return classify(err)
+	}
+	var pod translate.PodOverrides
+	if profile == translate.ProfileAmbientPod && a.podAnnotations != "" {
+		if pod, err = readPodOverrides(a.podAnnotations, stdin); err != nil {
+			return errUsage{err}
+		}
+	}
+	podCfg := translate.AmbientPodConfig{Node: node, Pod: pod}
+	nodeCfg := translate.AmbientNodeConfig{Node: node} // nil ProbeAddrs: the namespace's
+
+	if cmd == "render" {
+		fam, err := renderFamily(family, format)
+		if err != nil {
+			return err
+		}
+		rs := translate.BuildAmbientPod(podCfg)
+		if profile == translate.ProfileAmbientNode {
+			rs = translate.BuildAmbientNode(nodeCfg)
+			if nsPath != "" { // the probe addresses the namespace holds
+				ns, err := openNamespace(nsPath)
+				if err != nil {
+					return err
+				}
+				defer ns.Close()
+				if rs, err = nfintercept.PlanAmbientNode(context.Background(), ns, nodeCfg); err != nil {
+					return err
+				}
+			}
+		}
+		return renderRuleset(rs, format, fam, stdout)
+	}
+
+	ns, err := openNamespace(nsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	ctx := context.Background()
+	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", ns.String()) }
+
+	switch cmd {
+	case "apply":
+		var rs *translate.Ruleset
+		start := time.Now()
+		if profile == translate.ProfileAmbientPod {
+			rs, err = nfintercept.ApplyAmbientPod(ctx, ns, podCfg)
+		} else {
+			rs, err = nfintercept.ApplyAmbientNode(ctx, ns, nodeCfg)
+		}
+		if err != nil {
+			return classify(err)
+		}
+		logger.Info("applied the "+string(profile)+" rules", rulesetFields(ns.String(), rs, time.Since(start))...)
+		return nil
+	case "verify":
+		rs := translate.BuildAmbientPod(podCfg)
+		if profile == translate.ProfileAmbientNode {
+			if rs, err = nfintercept.PlanAmbientNode(ctx, ns, nodeCfg); err != nil {
+				return err
+			}
+		}
+		check := nfintercept.VerifyRuleset
+		if reconcile {
+			check = nfintercept.ReconcileRuleset
+		}
+		d, err := check(ctx, ns, rs)
+		return reportDrift(d, err, ns, stdout, log)
+	case "cleanup":
+		if err := nfintercept.Cleanup(ctx, ns); err != nil {
+			return classify(err)
+		}
+		log("removed nfintercept rules from %s", ns)
+		return nil
+	}
+	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify; see --help)", cmd)}
+}
+
+// readPodOverrides reads --pod-annotations with the annotations parser.
+func readPodOverrides(file string, stdin io.Reader) (translate.PodOverrides, error) {
+	in := stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return translate.PodOverrides{}, fmt.Errorf("--pod-annotations: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	ann, err := translate.ParseAnnotations(in)
+	if err != nil {
+		return translate.PodOverrides{}, fmt.Errorf("--pod-annotations %s: %w", file, err)
+	}
+	return translate.PodOverridesFromAnnotations(ann)
+}
+
+func renderFamily(family, format string) (translate.Family, error) {
+	var fam translate.Family
+	switch family {
+	case "ipv4":
+		fam = translate.IPv4
+	case "ipv6":
+		fam = translate.IPv6
+	default:
+		return 0, errUsage{fmt.Errorf("invalid --family %q: want ipv4 or ipv6", family)}
+	}
+	if format != "nft" && format != "iptables" && format != "json" {
+		return 0, errUsage{fmt.Errorf("invalid --format %q: want nft, iptables or json", format)}
+	}
+	return fam, nil
+}
+
+// renderRuleset prints rs in one of the formats.
+func renderRuleset(rs *translate.Ruleset, format string, fam translate.Family, stdout io.Writer) error {
+	var err error
+	switch format {
+	case "iptables":
+		_, err = io.WriteString(stdout, compat.Restore(rs, fam))
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rs)
+	default:
+		text, terr := nft.Text(rs)
+		if terr != nil {
+			return terr
+		}
+		_, err = io.WriteString(stdout, text)
+	}
+	return err
+}
