@@ -34,7 +34,9 @@ const (
 	errDrift  uint = 101 // CHECK: the pod's rules differ from what ADD installs
 )
 
-const about = "nfintercept-cni: Istio sidecar capture as native nftables rules (chained CNI plugin)"
+const about = "nfintercept-cni: Istio sidecar capture as native nftables rules (chained CNI plugin,\n" +
+	"run by the container runtime with CNI_COMMAND set).\n" +
+	"nfintercept-cni install|uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR] puts it in place."
 
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "install" || os.Args[1] == "uninstall") {

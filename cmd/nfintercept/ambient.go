@@ -29,7 +29,7 @@ Profiles (--profile, default sidecar):
                  hold; a node agent changes them through the library (AddProbeAddrs)
   The ambient profiles read the node agent's environment (AMBIENT_DNS_CAPTURE, AMBIENT_IPV6,
   HOST_PROBE_SNAT_IP, HOST_PROBE_SNAT_IPV6; flags win) and take only these options plus
-  --network-namespace, --reconcile, --format and --family.
+  --network-namespace, --reconcile, -n/--dry-run, --cleanup-only, --format and --family.
 `
 
 // ambientFlags are the options of the ambient profiles.

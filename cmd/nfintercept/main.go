@@ -21,7 +21,8 @@ import (
 const usageHead = `nfintercept: Istio sidecar traffic interception in native nftables.
 
 Usage:
-  nfintercept [apply] [OPTIONS]      install the rules (replaces any previous version atomically)
+  nfintercept [apply] [OPTIONS]      install the rules atomically (only what differs; nothing
+                                     when already in sync)
   nfintercept istio-iptables [OPTIONS]
                                      the same as apply: the word Istio's injector puts first in
                                      istio-init's args (pilot-agent's subcommand), so the image
@@ -42,12 +43,12 @@ OPTIONS are istio-iptables' flags, with the same names, defaults and environment
 each flag can also be set through the variable named after it in upper case with '_' for '-'
 (ISTIO_INBOUND_PORTS for --istio-inbound-ports); the command line wins.
 -n/--dry-run is "render", --cleanup-only is "cleanup". --network-namespace PATH|NAME
-(/var/run/netns/NAME or /proc/PID/ns/net) selects the namespace to program; without it the
-current one is used. Nothing runs nft, iptables or a shell: rules go over netlink in one
+(/var/run/netns/NAME or /proc/PID/ns/net) selects the namespace to program; without it
+apply, verify and cleanup use the current one and render reads none. Nothing runs nft, iptables or a shell: rules go over netlink in one
 transaction.
 
-Exit status: 0 success, 1 the kernel refused or failed, 2 invalid options or namespace,
-126 --run-validation saw no redirect.
+Exit status: 0 success, 1 the kernel refused or failed (or verify found drift), 2 invalid
+options or namespace (nothing touched), 126 --run-validation saw no redirect.
 `
 
 // errUsage marks errors in the user's input (exit status 2).
