@@ -99,7 +99,7 @@ func flagSpecs(o *translate.Options) []flagSpec {
 		{long: "cleanup-only", value: boolean(&o.CleanupOnly),
 			usage: "only remove the interception rules and routes, install nothing"},
 		{long: "force-apply", value: boolean(&o.ForceApply),
-			usage: "accepted for istio-iptables compatibility (apply always checks the kernel and sends only what differs)"},
+			usage: "accepted for istio-iptables compatibility (every apply brings the rules to the options)"},
 		{long: "native-nftables", value: boolean(&o.NativeNftables),
 			usage: "accepted for istio-iptables compatibility (rules are always nftables here)"},
 		{long: "force-iptables-binary", value: str(&o.ForceIptablesBinary),
