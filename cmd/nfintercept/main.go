@@ -21,8 +21,8 @@ import (
 const usageHead = `nfintercept: Istio sidecar traffic interception in native nftables.
 
 Usage:
-  nfintercept [apply] [OPTIONS]      install the rules atomically (only what differs; nothing
-                                     when already in sync)
+  nfintercept [apply] [OPTIONS]      install the rules atomically, sending only what differs
+                                     (nothing when in sync; large sets are rewritten whole)
   nfintercept istio-iptables [OPTIONS]
                                      the same as apply: the word Istio's injector puts first in
                                      istio-init's args (pilot-agent's subcommand), so the image
