@@ -131,7 +131,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 				}
 				defer ns.Close()
 				if rs, err = nfintercept.PlanAmbientNode(context.Background(), ns, nodeCfg); err != nil {
-					return err
+					return classify(err)
 				}
 			}
 		}
@@ -164,7 +164,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		rs := translate.BuildAmbientPod(podCfg)
 		if profile == translate.ProfileAmbientNode {
 			if rs, err = nfintercept.PlanAmbientNode(ctx, ns, nodeCfg); err != nil {
-				return err
+				return classify(err)
 			}
 		}
 		check := nfintercept.VerifyRuleset
