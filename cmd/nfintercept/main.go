@@ -47,8 +47,8 @@ each flag can also be set through the variable named after it in upper case with
 apply, verify and cleanup use the current one and render reads none. Nothing runs nft, iptables or a shell: rules go over netlink in one
 transaction.
 
-Exit status: 0 success, 1 the kernel refused or failed (or verify found drift), 2 invalid
-options or namespace (nothing touched), 126 --run-validation saw no redirect.
+Exit status: 0 success, 1 the kernel refused or failed (or verify found drift),
+2 invalid options or namespace (nothing touched), 126 --run-validation saw no redirect.
 `
 
 // errUsage marks errors in the user's input (exit status 2).
