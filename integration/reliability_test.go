@@ -29,13 +29,21 @@ import (
 // killed applier, a vanishing namespace, racing appliers, re-applies under
 // traffic) and verify's drift report through the CLI.
 
-var rlCounter atomic.Int32
+var (
+	rlCounter atomic.Int32
+	rlSweep   sync.Once
+)
+
+// rlPrefix names the reliability suites' namespaces: rlPrefix<pid>-<n>, so
+// a run killed before its cleanups leaves names the next run can sweep.
+const rlPrefix = "nfi-rl-"
 
 // rlNS creates a throwaway namespace with lo up, deleted when the test ends.
 func rlNS(t testing.TB) (name, path string) {
 	t.Helper()
 	harness.RequireRoot(t)
-	name = fmt.Sprintf("nfi-rl-%d-%d", os.Getpid(), rlCounter.Add(1))
+	rlSweep.Do(func() { harness.SweepNamespaces(rlPrefix) })
+	name = fmt.Sprintf("%s%d-%d", rlPrefix, os.Getpid(), rlCounter.Add(1))
 	harness.MustRun(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
@@ -348,7 +356,7 @@ func killDuringApply(t *testing.T, cidrs int, incremental bool) {
 func TestNamespaceGone(t *testing.T) {
 	harness.RequireRoot(t)
 	t.Run("deleted", func(t *testing.T) {
-		name := fmt.Sprintf("nfi-rl-%d-gone", os.Getpid())
+		name := fmt.Sprintf("%s%d-gone", rlPrefix, os.Getpid())
 		harness.MustRun(t, "ip", "netns", "add", name)
 		harness.MustRun(t, "ip", "netns", "del", name)
 		checkGone(t, filepath.Join(harness.NetNSDir, name))
