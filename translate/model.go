@@ -242,11 +242,14 @@ type Mark struct {
 }
 
 // Bits is the mask the mark applies to.
-func (m Mark) Bits() uint32 {
-	if m.Mask == 0 {
+func (m Mark) Bits() uint32 { return maskBits(m.Mask) }
+
+// maskBits reads a mark mask where 0 means "not written": all 32 bits.
+func maskBits(mask uint32) uint32 {
+	if mask == 0 {
 		return 0xffffffff
 	}
-	return m.Mask
+	return mask
 }
 
 // SetType is the element type of a set.
@@ -336,12 +339,7 @@ type PolicyRoute struct {
 }
 
 // MarkMask is the mask of the mark match (Mask, or all bits when unset).
-func (r PolicyRoute) MarkMask() uint32 {
-	if r.Mask == 0 {
-		return 0xffffffff
-	}
-	return r.Mask
-}
+func (r PolicyRoute) MarkMask() uint32 { return maskBits(r.Mask) }
 
 // IptablesLine is one rule of the iptables view in emission order; a rule
 // that matches a set yields one line per element (Elem = element index,
