@@ -267,20 +267,18 @@ func parseProbeAddr(raw string, v4 bool) (netip.Addr, string) {
 // a bad value is refused, naming the annotation. Other keys are ignored.
 func PodOverridesFromAnnotations(ann map[string]string) (PodOverrides, error) {
 	var p PodOverrides
-	if v, ok := ann[AnnBypassInboundCapture]; ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return p, annError(AnnBypassInboundCapture, v, "want true or false")
-		}
-		p.IngressMode = b
+	bypass, _, err := annBool(ann, AnnBypassInboundCapture)
+	if err != nil {
+		return p, err
 	}
-	if v, ok := ann[AnnDNSCapture]; ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return p, annError(AnnDNSCapture, v, "want true or false")
-		}
+	p.IngressMode = bypass
+	dns, ok, err := annBool(ann, AnnDNSCapture)
+	if err != nil {
+		return p, err
+	}
+	if ok {
 		p.DNS = DNSDisabled
-		if b {
+		if dns {
 			p.DNS = DNSEnabled
 		}
 	}
@@ -299,4 +297,17 @@ func PodOverridesFromAnnotations(ann map[string]string) (PodOverrides, error) {
 		}
 	}
 	return p, nil
+}
+
+// annBool reads a boolean annotation: its value and whether it is present;
+// a value that does not parse is an *AnnotationError naming it.
+func annBool(ann map[string]string, key string) (v, ok bool, err error) {
+	raw, ok := ann[key]
+	if !ok {
+		return false, false, nil
+	}
+	if v, err = strconv.ParseBool(raw); err != nil {
+		return false, true, annError(key, raw, "want true or false")
+	}
+	return v, true, nil
 }
