@@ -51,40 +51,28 @@ const (
 // Istio's CNI plugin validates them; errors are *AnnotationError.
 // interceptionMode NONE is ErrInterceptionDisabled.
 func InjectorOptions(ann map[string]string) (Options, error) {
-	get := func(key, def string) string {
-		if v, ok := ann[key]; ok {
-			return v
-		}
-		return def
-	}
 	o := DefaultOptions()
 
-	mode := get(AnnInterceptionMode, meshInterceptionMode)
-	switch mode {
-	case "REDIRECT", "TPROXY":
-	case "NONE":
+	mode, none, err := annInterceptionMode(ann)
+	if err != nil {
+		return Options{}, err
+	}
+	if none {
 		return Options{}, fmt.Errorf("annotation %s %q: %w (the injector adds no istio-init container)", AnnInterceptionMode, mode, ErrInterceptionDisabled)
-	default:
-		return Options{}, annError(AnnInterceptionMode, mode, "must be REDIRECT, TPROXY or NONE")
 	}
-
-	include := get(AnnIncludeOutboundIPRanges, meshIncludeIPRanges)
-	if err := checkAnnCIDRs(AnnIncludeOutboundIPRanges, include, true); err != nil {
-		return Options{}, err
-	}
-	exclude := get(AnnExcludeOutboundIPRanges, meshExcludeIPRanges)
-	if err := checkAnnCIDRs(AnnExcludeOutboundIPRanges, exclude, false); err != nil {
-		return Options{}, err
-	}
-	inPorts, err := checkAnnPorts(AnnIncludeInboundPorts, get(AnnIncludeInboundPorts, meshIncludeInboundPorts), true)
+	include, exclude, err := annIPRanges(ann)
 	if err != nil {
 		return Options{}, err
 	}
-	exInPorts, err := checkAnnPorts(AnnExcludeInboundPorts, get(AnnExcludeInboundPorts, meshExcludeInboundPorts), false)
+	inPorts, err := checkAnnPorts(AnnIncludeInboundPorts, annOr(ann, AnnIncludeInboundPorts, meshIncludeInboundPorts), true)
 	if err != nil {
 		return Options{}, err
 	}
-	status := strings.TrimSpace(get(AnnStatusPort, meshStatusPort))
+	exInPorts, err := checkAnnPorts(AnnExcludeInboundPorts, annOr(ann, AnnExcludeInboundPorts, meshExcludeInboundPorts), false)
+	if err != nil {
+		return Options{}, err
+	}
+	status := strings.TrimSpace(annOr(ann, AnnStatusPort, meshStatusPort))
 	if status != "" {
 		if _, why := parsePortNumber(status); why != "" {
 			return Options{}, annError(AnnStatusPort, ann[AnnStatusPort], why)
@@ -114,6 +102,43 @@ func InjectorOptions(ann map[string]string) (Options, error) {
 		return Options{}, err
 	}
 	return o, nil
+}
+
+// annOr is the annotation's value, or def when it is absent (present
+// but empty is kept: Istio distinguishes them).
+func annOr(ann map[string]string, key, def string) string {
+	if v, ok := ann[key]; ok {
+		return v
+	}
+	return def
+}
+
+// annInterceptionMode reads the interception mode (REDIRECT when absent)
+// the same for the injector and the CNI plugin; none reports NONE, which
+// each of them handles in its own way.
+func annInterceptionMode(ann map[string]string) (mode string, none bool, err error) {
+	mode = annOr(ann, AnnInterceptionMode, meshInterceptionMode)
+	switch mode {
+	case string(ModeRedirect), string(ModeTProxy):
+		return mode, false, nil
+	case "NONE":
+		return mode, true, nil
+	}
+	return mode, false, annError(AnnInterceptionMode, mode, "must be REDIRECT, TPROXY or NONE")
+}
+
+// annIPRanges reads and checks the outbound ranges (-i, default "*";
+// -x, default empty), the same for the injector and the CNI plugin.
+func annIPRanges(ann map[string]string) (include, exclude string, err error) {
+	include = annOr(ann, AnnIncludeOutboundIPRanges, meshIncludeIPRanges)
+	if err := checkAnnCIDRs(AnnIncludeOutboundIPRanges, include, true); err != nil {
+		return "", "", err
+	}
+	exclude = annOr(ann, AnnExcludeOutboundIPRanges, meshExcludeIPRanges)
+	if err := checkAnnCIDRs(AnnExcludeOutboundIPRanges, exclude, false); err != nil {
+		return "", "", err
+	}
+	return include, exclude, nil
 }
 
 // annInterfaces sets -k (istio.io/reroute-virtual-interfaces, else the

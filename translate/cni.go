@@ -75,16 +75,12 @@ func CNIPodDecision(pod CNIPod, processEnv func(string) (string, bool)) (CNIDeci
 			return CNIDecision{Skip: AnnInject + " is " + strconv.Quote(v)}, nil
 		}
 	}
-	mode, ok := ann[AnnInterceptionMode]
-	if !ok {
-		mode = string(ModeRedirect)
+	mode, none, err := annInterceptionMode(ann)
+	if err != nil {
+		return CNIDecision{}, err
 	}
-	switch mode {
-	case string(ModeRedirect), string(ModeTProxy):
-	case "NONE":
+	if none {
 		return CNIDecision{Skip: AnnInterceptionMode + " is NONE"}, nil
-	default:
-		return CNIDecision{}, annError(AnnInterceptionMode, mode, "must be REDIRECT, TPROXY or NONE")
 	}
 
 	env, err := proxyEnv(pod)
@@ -120,18 +116,7 @@ func CNIPodDecision(pod CNIPod, processEnv func(string) (string, bool)) (CNIDeci
 		o.LoadEnvOnly(processEnv)
 	}
 
-	get := func(key, def string) string {
-		if v, ok := ann[key]; ok {
-			return v
-		}
-		return def
-	}
-	o.OutboundIPRangesInclude = get(AnnIncludeOutboundIPRanges, "*")
-	if err := checkAnnCIDRs(AnnIncludeOutboundIPRanges, o.OutboundIPRangesInclude, true); err != nil {
-		return CNIDecision{}, err
-	}
-	o.OutboundIPRangesExclude = get(AnnExcludeOutboundIPRanges, "")
-	if err := checkAnnCIDRs(AnnExcludeOutboundIPRanges, o.OutboundIPRangesExclude, false); err != nil {
+	if o.OutboundIPRangesInclude, o.OutboundIPRangesExclude, err = annIPRanges(ann); err != nil {
 		return CNIDecision{}, err
 	}
 	// Port lists are validated trimmed; the raw value reaches the rules.
@@ -145,7 +130,7 @@ func CNIPodDecision(pod CNIPod, processEnv func(string) (string, bool)) (CNIDeci
 		{AnnIncludeOutboundPorts, "", false, &o.OutboundPortsInclude},
 		{AnnExcludeOutboundPorts, "15020", false, &o.OutboundPortsExclude},
 	} {
-		*p.dst = get(p.key, p.def)
+		*p.dst = annOr(ann, p.key, p.def)
 		if _, err := checkAnnPorts(p.key, *p.dst, p.wildcardOK); err != nil {
 			return CNIDecision{}, err
 		}
