@@ -4,6 +4,7 @@
 package compat
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -98,9 +99,6 @@ func not(neg bool, tokens ...string) []string {
 }
 
 func matchTokens(m translate.Match, elem int) []string {
-	if t, ok := ambientMatchTokens(m, elem); ok {
-		return t
-	}
 	switch m.Kind {
 	case translate.MatchProto:
 		return not(m.Negate, "-p", string(m.Proto))
@@ -109,8 +107,14 @@ func matchTokens(m translate.Match, elem int) []string {
 	case translate.MatchOutIface:
 		return not(m.Negate, "-o", string(m.Iface))
 	case translate.MatchSaddr:
+		if m.Set != nil && m.Set.IPSet() {
+			return ipsetTokens(m, "src")
+		}
 		return not(m.Negate, "-s", prefixAt(m, elem))
 	case translate.MatchDaddr:
+		if m.Set != nil && m.Set.IPSet() {
+			return ipsetTokens(m, "dst")
+		}
 		return not(m.Negate, "-d", prefixAt(m, elem))
 	case translate.MatchSport:
 		return not(m.Negate, "--sport", portAt(m, elem))
@@ -132,8 +136,18 @@ func matchTokens(m translate.Match, elem int) []string {
 		return append([]string{"-m", "mark"}, not(m.Negate, "--mark", m.Mark.Raw)...)
 	case translate.MatchConnMark:
 		return append([]string{"-m", "connmark"}, not(m.Negate, "--mark", m.Mark.Raw)...)
+	case translate.MatchProtoModule:
+		return []string{"-m", string(m.Proto)}
+	case translate.MatchSocketExists:
+		return append([]string{"-m", "owner"}, not(m.Negate, "--socket-exists")...)
 	}
 	panic("compat: unknown match kind " + strconv.Itoa(int(m.Kind)))
+}
+
+// ipsetTokens matches a runtime set by name (ambient's probe sets, an
+// ipset in Istio's rules) rather than one rule per element.
+func ipsetTokens(m translate.Match, dir string) []string {
+	return append([]string{"-m", "set"}, not(m.Negate, "--match-set", m.Set.Name, dir)...)
 }
 
 func prefixAt(m translate.Match, elem int) string {
@@ -165,9 +179,6 @@ func ctStates(s translate.CtState) string {
 
 func actionTokens(r *translate.Rule) []string {
 	a := r.Action
-	if t, ok := ambientActionTokens(a); ok {
-		return t
-	}
 	switch a.Kind {
 	case translate.ActReturn:
 		return []string{"-j", "RETURN"}
@@ -192,9 +203,17 @@ func actionTokens(r *translate.Rule) []string {
 	case translate.ActSaveMark:
 		return []string{"-j", "CONNMARK", "--save-mark"}
 	case translate.ActRestoreMark:
-		return []string{"-j", "CONNMARK", "--restore-mark"}
+		if a.NfMask == 0 && a.CtMask == 0 {
+			return []string{"-j", "CONNMARK", "--restore-mark"}
+		}
+		return []string{"-j", "CONNMARK", "--restore-mark",
+			"--nfmask", fmt.Sprintf("%#x", a.NfMask), "--ctmask", fmt.Sprintf("%#x", a.CtMask)}
 	case translate.ActCtZone:
 		return []string{"-j", "CT", "--zone", strconv.Itoa(int(a.Zone))}
+	case translate.ActSetConnMark:
+		return []string{"-j", "CONNMARK", "--set-xmark", a.Mark.Raw}
+	case translate.ActSNAT:
+		return []string{"-j", "SNAT", "--to-source", a.Addr.String()}
 	}
 	panic("compat: unknown action kind " + strconv.Itoa(int(a.Kind)))
 }
