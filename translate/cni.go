@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -189,22 +190,13 @@ func statusSkip(status string) string {
 	if json.Unmarshal([]byte(status), &st) != nil {
 		return ""
 	}
-	if st.InitContainers != nil && contains(*st.InitContainers, "istio-init") {
+	if st.InitContainers != nil && slices.Contains(*st.InitContainers, "istio-init") {
 		return AnnSidecarStatus + " lists the istio-init container (capture is installed by it)"
 	}
-	if st.Containers != nil && !contains(*st.Containers, "istio-proxy") {
+	if st.Containers != nil && !slices.Contains(*st.Containers, "istio-proxy") {
 		return AnnSidecarStatus + " lists no istio-proxy container"
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // proxyEnv is the proxy container's environment: the given one, with the
