@@ -116,24 +116,34 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	podCfg := translate.AmbientPodConfig{Node: node, Pod: pod}
 	nodeCfg := translate.AmbientNodeConfig{Node: node} // nil ProbeAddrs: the namespace's
 
+	// planned is the ruleset the profile installs; ambient-node's probe
+	// sets keep the addresses ns holds (none when ns is nil).
+	planned := func(ctx context.Context, ns *nfintercept.Namespace) (*translate.Ruleset, error) {
+		switch {
+		case profile == translate.ProfileAmbientPod:
+			return translate.BuildAmbientPod(podCfg), nil
+		case ns == nil:
+			return translate.BuildAmbientNode(nodeCfg), nil
+		}
+		rs, err := nfintercept.PlanAmbientNode(ctx, ns, nodeCfg)
+		return rs, classify(err)
+	}
+
 	if cmd == "render" {
 		fam, err := renderFamily(family, format)
 		if err != nil {
 			return err
 		}
-		rs := translate.BuildAmbientPod(podCfg)
-		if profile == translate.ProfileAmbientNode {
-			rs = translate.BuildAmbientNode(nodeCfg)
-			if nsPath != "" { // the probe addresses the namespace holds
-				ns, err := openNamespace(nsPath)
-				if err != nil {
-					return err
-				}
-				defer ns.Close()
-				if rs, err = nfintercept.PlanAmbientNode(context.Background(), ns, nodeCfg); err != nil {
-					return classify(err)
-				}
+		var ns *nfintercept.Namespace
+		if nsPath != "" && profile == translate.ProfileAmbientNode { // the probe addresses the namespace holds
+			if ns, err = openNamespace(nsPath); err != nil {
+				return err
 			}
+			defer ns.Close()
+		}
+		rs, err := planned(context.Background(), ns)
+		if err != nil {
+			return err
 		}
 		return renderRuleset(rs, format, fam, stdout)
 	}
@@ -161,11 +171,9 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		logger.Info("applied the "+string(profile)+" rules", rulesetFields(ns.String(), rs, time.Since(start))...)
 		return nil
 	case "verify":
-		rs := translate.BuildAmbientPod(podCfg)
-		if profile == translate.ProfileAmbientNode {
-			if rs, err = nfintercept.PlanAmbientNode(ctx, ns, nodeCfg); err != nil {
-				return classify(err)
-			}
+		rs, err := planned(ctx, ns)
+		if err != nil {
+			return err
 		}
 		check := nfintercept.VerifyRuleset
 		if reconcile {
