@@ -150,7 +150,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	}
 	defer ns.Close()
 	ctx := context.Background()
-	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", ns.String()) }
+	log := nsLog(logger, ns)
 
 	switch cmd {
 	case "apply":
@@ -178,11 +178,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		d, err := check(ctx, ns, rs)
 		return reportDrift(d, err, ns, stdout, log)
 	case "cleanup":
-		if err := nfintercept.Cleanup(ctx, ns); err != nil {
-			return classify(err)
-		}
-		log("removed nfintercept rules from %s", ns)
-		return nil
+		return cleanup(ctx, ns, log)
 	}
 	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify; see --help)", cmd)}
 }
