@@ -30,17 +30,19 @@ func logLevel(s string) (slog.Level, error) {
 }
 
 // logCall writes the call's one JSON line to stderr and, when set, the
-// log file (appended). Failures are logged at error level.
+// log file (appended). Failures are logged at error level; a log file that
+// cannot be opened is named in the line, raised to warn.
 func logCall(stderr io.Writer, level, file string, c *call, cerr *types.Error) {
 	min, _ := logLevel(level)
 	w := stderr
+	var fileErr error // reported in the line, on stderr only
 	if file != "" {
 		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err == nil {
 			defer f.Close()
 			w = io.MultiWriter(stderr, f)
 		} else {
-			fmt.Fprintf(stderr, "nfintercept-cni: log_file: %v\n", err)
+			fileErr = err
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: min}))
@@ -55,6 +57,10 @@ func logCall(stderr io.Writer, level, file string, c *call, cerr *types.Error) {
 		slog.Duration("duration", time.Since(c.start)),
 	}
 	lvl, msg := slog.LevelInfo, "ok"
+	if fileErr != nil {
+		lvl = slog.LevelWarn
+		attrs = append(attrs, slog.String("log_file_error", fileErr.Error()))
+	}
 	if cerr != nil {
 		lvl, msg = slog.LevelError, "failed"
 		attrs = append(attrs, slog.Uint64("code", uint64(cerr.Code)), slog.String("error", cerr.Msg))

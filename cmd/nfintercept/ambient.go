@@ -37,6 +37,7 @@ type ambientFlags struct {
 	profile        string
 	opts           translate.AmbientOptions
 	podAnnotations string
+	names          map[string]bool // the flags add registered, except --profile
 }
 
 // ambientValue routes a flag into AmbientOptions (marking it given).
@@ -54,6 +55,7 @@ func (v ambientValue) Set(s string) error {
 }
 
 func (a *ambientFlags) add(fs *pflag.FlagSet) {
+	a.names = map[string]bool{}
 	fs.StringVar(&a.profile, "profile", "sidecar", "what to install: sidecar, ambient-pod or ambient-node (see Profiles)")
 	for _, f := range []struct{ name, typ, usage string }{
 		{"ambient-dns-capture", "bool", "ambient-pod: capture DNS to ztunnel unless the pod's annotation says otherwise (AMBIENT_DNS_CAPTURE)"},
@@ -62,11 +64,13 @@ func (a *ambientFlags) add(fs *pflag.FlagSet) {
 		{"probe-snat-ipv6", "string", "ambient profiles: IPv6 source of kubelet probes (HOST_PROBE_SNAT_IPV6, default fd16:9254:7127:1337:ffff:ffff:ffff:ffff)"},
 	} {
 		fl := fs.VarPF(ambientValue{&a.opts, f.name, f.typ}, f.name, "", f.usage)
+		a.names[f.name] = true
 		if f.typ == "bool" {
 			fl.NoOptDefVal = "true"
 		}
 	}
 	fs.StringVar(&a.podAnnotations, "pod-annotations", "", "ambient-pod: the pod's annotations (key=value lines or a Pod manifest; - for stdin)")
+	a.names["pod-annotations"] = true
 }
 
 // sharedFlags are istio-iptables flags the ambient profiles use too.
@@ -80,7 +84,7 @@ func (a *ambientFlags) checkProfileFlags(fs *pflag.FlagSet, sidecarFlags map[str
 			return
 		}
 		switch {
-		case profile == translate.ProfileSidecar && a.isAmbient(f.Name):
+		case profile == translate.ProfileSidecar && a.names[f.Name]:
 			err = fmt.Errorf("--%s is an option of the ambient profiles, not of --profile sidecar", f.Name)
 		case profile != translate.ProfileSidecar && sidecarFlags[f.Name] && !sharedFlags[f.Name]:
 			err = fmt.Errorf("--%s is an istio-iptables (sidecar) option, not used by --profile %s", f.Name, profile)
@@ -89,14 +93,6 @@ func (a *ambientFlags) checkProfileFlags(fs *pflag.FlagSet, sidecarFlags map[str
 		}
 	})
 	return err
-}
-
-func (a *ambientFlags) isAmbient(name string) bool {
-	switch name {
-	case "ambient-dns-capture", "ambient-ipv6", "probe-snat-ipv4", "probe-snat-ipv6", "pod-annotations":
-		return true
-	}
-	return false
 }
 
 // runAmbient runs a command for an ambient profile.
@@ -116,24 +112,34 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	podCfg := translate.AmbientPodConfig{Node: node, Pod: pod}
 	nodeCfg := translate.AmbientNodeConfig{Node: node} // nil ProbeAddrs: the namespace's
 
+	// planned is the ruleset the profile installs; ambient-node's probe
+	// sets keep the addresses ns holds (none when ns is nil).
+	planned := func(ctx context.Context, ns *nfintercept.Namespace) (*translate.Ruleset, error) {
+		switch {
+		case profile == translate.ProfileAmbientPod:
+			return translate.BuildAmbientPod(podCfg), nil
+		case ns == nil:
+			return translate.BuildAmbientNode(nodeCfg), nil
+		}
+		rs, err := nfintercept.PlanAmbientNode(ctx, ns, nodeCfg)
+		return rs, classify(err)
+	}
+
 	if cmd == "render" {
 		fam, err := renderFamily(family, format)
 		if err != nil {
 			return err
 		}
-		rs := translate.BuildAmbientPod(podCfg)
-		if profile == translate.ProfileAmbientNode {
-			rs = translate.BuildAmbientNode(nodeCfg)
-			if nsPath != "" { // the probe addresses the namespace holds
-				ns, err := openNamespace(nsPath)
-				if err != nil {
-					return err
-				}
-				defer ns.Close()
-				if rs, err = nfintercept.PlanAmbientNode(context.Background(), ns, nodeCfg); err != nil {
-					return classify(err)
-				}
+		var ns *nfintercept.Namespace
+		if nsPath != "" && profile == translate.ProfileAmbientNode { // the probe addresses the namespace holds
+			if ns, err = openNamespace(nsPath); err != nil {
+				return err
 			}
+			defer ns.Close()
+		}
+		rs, err := planned(context.Background(), ns)
+		if err != nil {
+			return err
 		}
 		return renderRuleset(rs, format, fam, stdout)
 	}
@@ -144,7 +150,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	}
 	defer ns.Close()
 	ctx := context.Background()
-	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", ns.String()) }
+	log := nsLog(logger, ns)
 
 	switch cmd {
 	case "apply":
@@ -161,11 +167,9 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		logger.Info("applied the "+string(profile)+" rules", rulesetFields(ns.String(), rs, time.Since(start))...)
 		return nil
 	case "verify":
-		rs := translate.BuildAmbientPod(podCfg)
-		if profile == translate.ProfileAmbientNode {
-			if rs, err = nfintercept.PlanAmbientNode(ctx, ns, nodeCfg); err != nil {
-				return classify(err)
-			}
+		rs, err := planned(ctx, ns)
+		if err != nil {
+			return err
 		}
 		check := nfintercept.VerifyRuleset
 		if reconcile {
@@ -174,11 +178,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		d, err := check(ctx, ns, rs)
 		return reportDrift(d, err, ns, stdout, log)
 	case "cleanup":
-		if err := nfintercept.Cleanup(ctx, ns); err != nil {
-			return classify(err)
-		}
-		log("removed nfintercept rules from %s", ns)
-		return nil
+		return cleanup(ctx, ns, log)
 	}
 	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify; see --help)", cmd)}
 }

@@ -2,12 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nfintercept/nfintercept"
 )
 
 // TestCLIAmbientCorpus runs the built binary on the 14 ambient golden
@@ -187,5 +193,54 @@ func TestCLIAmbientRender(t *testing.T) {
 	}
 	if len(rs.Routes) != 2 || rs.Routes[1].Family != "ipv6" || rs.Routes[0].Mark != 0x111 || rs.Routes[0].Mask != 0xfff || rs.Routes[0].Priority != 32764 {
 		t.Errorf("json routes: %+v", rs.Routes)
+	}
+}
+
+// TestCLIAmbientNodeKeepsProbeAddrs: the probe addresses a node agent put
+// in the sets through the library are part of what render (given the
+// namespace), verify and verify --reconcile compare with, so none of them
+// reports or reverts them as drift.
+func TestCLIAmbientNodeKeepsProbeAddrs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	bin := buildBinary(t)
+	ns := fmt.Sprintf("nfi-cmd-%d", rand.Intn(1e9))
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	cli := func(args ...string) (int, string) {
+		t.Helper()
+		out, err := exec.Command("unshare", append([]string{"-n", bin}, args...)...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	node := []string{"--profile", "ambient-node", "--network-namespace", ns}
+	if code, out := cli(append([]string{"apply"}, node...)...); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	h, err := nfintercept.OpenNamespace(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	const enrolled = "10.1.0.5"
+	if err := nfintercept.AddProbeAddrs(context.Background(), h, netip.MustParseAddr(enrolled)); err != nil {
+		t.Fatalf("AddProbeAddrs: %v", err)
+	}
+
+	if _, out := cli("render", "--profile", "ambient-node"); strings.Contains(out, enrolled) {
+		t.Errorf("render without a namespace shows %s:\n%s", enrolled, out)
+	}
+	for _, args := range [][]string{{"verify"}, {"verify", "--reconcile"}, {"verify"}} {
+		if code, out := cli(append(args, node...)...); code != 0 {
+			t.Errorf("%v: exit %d, want 0 (in sync)\n%s", args, code, out)
+		}
+	}
+	if code, out := cli(append([]string{"render"}, node...)...); code != 0 || !strings.Contains(out, enrolled) {
+		t.Errorf("render --network-namespace: exit %d, want the probe sets to hold %s:\n%s", code, enrolled, out)
 	}
 }

@@ -5,8 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/nfintercept/nfintercept/integration/equiv"
 )
 
 // TestCLICorpus runs the built binary on every conformance case the way a
@@ -23,42 +24,30 @@ func TestCLICorpus(t *testing.T) {
 		}
 	}
 	bin := buildBinary(t)
-	root := "../../compat/testdata/istio"
-	dirs, err := os.ReadDir(root)
+	cases, err := equiv.LoadCorpus("../../compat/testdata/istio")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
-		}
-		n++
-		dir := filepath.Join(root, d.Name())
-		t.Run(d.Name(), func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(dir, "args"))
-			if err != nil {
+	if len(cases) != 27 {
+		t.Errorf("corpus has %d cases, want 27", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			env := make([]string, 0, len(c.Env))
+			for k, v := range c.Env {
+				env = append(env, k+"="+v)
+			}
+			resolv := filepath.Join(t.TempDir(), "resolv.conf") // absent in the case: empty
+			if err := os.WriteFile(resolv, c.Resolv, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			args := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
-			var env []string
-			if raw, err := os.ReadFile(filepath.Join(dir, "env")); err == nil {
-				env = strings.Split(strings.TrimSpace(string(raw)), "\n")
-			}
-			resolv := filepath.Join(dir, "resolv.conf")
-			if _, err := os.Stat(resolv); err != nil {
-				resolv = filepath.Join(t.TempDir(), "resolv.conf")
-				if err := os.WriteFile(resolv, nil, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
 			for fam, file := range map[string]string{"ipv4": "iptables.v4", "ipv6": "iptables.v6"} {
-				want, _ := os.ReadFile(filepath.Join(dir, file)) // absent: nothing expected
+				want, _ := os.ReadFile(filepath.Join("../../compat/testdata/istio", c.Name, file)) // absent: nothing expected
 				cmdArgs := []string{"-m", "--propagation", "private", "sh", "-c",
 					`mount --bind "$0" /etc/resolv.conf && exec "$@"`, resolv, "env", "-i"}
 				cmdArgs = append(cmdArgs, env...)
 				cmdArgs = append(cmdArgs, bin, "render", "--format", "iptables", "--family", fam)
-				cmdArgs = append(cmdArgs, args...)
+				cmdArgs = append(cmdArgs, c.Args...)
 				cmd := exec.Command("unshare", cmdArgs...)
 				var stderr bytes.Buffer
 				cmd.Stderr = &stderr
@@ -71,9 +60,6 @@ func TestCLICorpus(t *testing.T) {
 				}
 			}
 		})
-	}
-	if n != 27 {
-		t.Errorf("corpus has %d cases, want 27", n)
 	}
 }
 

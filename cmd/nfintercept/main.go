@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -160,7 +161,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	defer ns.Close()
 	ctx := context.Background()
 	netns := ns.String()
-	log := func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", netns) }
+	log := nsLog(logger, ns)
 
 	switch cmd {
 	case "apply":
@@ -194,6 +195,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	case "verify":
 		return verify(ctx, ns, req, opts.Reconcile, stdout, log)
 	}
+	return cleanup(ctx, ns, log)
+}
+
+// nsLog logs printf-style messages about ns at info level.
+func nsLog(logger *slog.Logger, ns *nfintercept.Namespace) func(string, ...any) {
+	netns := ns.String()
+	return func(format string, a ...any) { logger.Info(fmt.Sprintf(format, a...), "netns", netns) }
+}
+
+// cleanup removes everything nfintercept installed in ns, whatever the
+// profile.
+func cleanup(ctx context.Context, ns *nfintercept.Namespace, log func(string, ...any)) error {
 	if err := nfintercept.Cleanup(ctx, ns); err != nil {
 		return classify(err)
 	}

@@ -22,7 +22,7 @@ type flagSpec struct {
 	// extension for -m, see its help text).
 	fallback string
 	usage    string
-	value    func(o *translate.Options) value
+	value    value // bound to a field of the Options flagSpecs was given
 }
 
 // value is a pflag.Value whose parse can be tried without side effects on
@@ -33,11 +33,18 @@ type value interface {
 }
 
 func flagSpecs(o *translate.Options) []flagSpec {
-	str := func(p *string) func(*translate.Options) value {
-		return func(*translate.Options) value { return (*stringValue)(p) }
+	str := func(p *string) value {
+		return parsed[string]{p, "string", func(s string) (string, error) { return s, nil }, func(s string) string { return s }}
 	}
-	boolean := func(p *bool) func(*translate.Options) value {
-		return func(*translate.Options) value { return (*boolValue)(p) }
+	boolean := func(p *bool) value { return parsed[bool]{p, "bool", strconv.ParseBool, strconv.FormatBool} }
+	uint16Of := func(p *uint16) value {
+		return parsed[uint16]{p, "uint16", func(s string) (uint16, error) {
+			n, err := strconv.ParseUint(s, 0, 16) // as pflag's Uint16
+			return uint16(n), err
+		}, func(n uint16) string { return strconv.FormatUint(uint64(n), 10) }}
+	}
+	duration := func(p *time.Duration) value {
+		return parsed[time.Duration]{p, "duration", time.ParseDuration, time.Duration.String}
 	}
 	return []flagSpec{
 		{long: "envoy-port", noEnv: true, value: str(&o.EnvoyPort),
@@ -74,9 +81,9 @@ func flagSpecs(o *translate.Options) []flagSpec {
 			usage: "TPROXY mode: routing table (decimal, not 0/253/254/255) that receives \"local default dev lo\" for marked packets"},
 		{long: "dry-run", value: boolean(&o.DryRun),
 			usage: "change nothing: show what would be installed"},
-		{long: "iptables-probe-port", value: func(*translate.Options) value { return (*uint16Value)(&o.IptablesProbePort) },
+		{long: "iptables-probe-port", value: uint16Of(&o.IptablesProbePort),
 			usage: "port the --run-validation probe connects to"},
-		{long: "probe-timeout", value: func(*translate.Options) value { return (*durationValue)(&o.ProbeTimeout) },
+		{long: "probe-timeout", value: duration(&o.ProbeTimeout),
 			usage: "how long --run-validation waits for the probe to be redirected"},
 		{long: "skip-rule-apply", value: boolean(&o.SkipRuleApply),
 			usage: "install no rules nor routes (validation may still run)"},
@@ -116,7 +123,7 @@ func flagSpecs(o *translate.Options) []flagSpec {
 // the variables that have no flag.
 func Add(fs *pflag.FlagSet, o *translate.Options, getenv func(string) (string, bool)) {
 	for _, spec := range flagSpecs(o) {
-		v := spec.value(o)
+		v := spec.value
 		fl := fs.VarPF(&trackedValue{value: v, o: o, long: spec.long}, spec.long, translate.ShortFlag(spec.long), spec.usage)
 		if v.Type() == "bool" {
 			fl.NoOptDefVal = "true" // bare --redirect-dns means true
@@ -165,51 +172,23 @@ func (t *trackedValue) Set(s string) error {
 // IsBoolFlag lets pflag print bool flags without a value placeholder.
 func (t *trackedValue) IsBoolFlag() bool { return t.Type() == "bool" }
 
-type stringValue string
+// parsed is a flag value of type T: parse reads the text, format prints
+// the current value (pflag's default column).
+type parsed[T any] struct {
+	p      *T
+	typ    string
+	parse  func(string) (T, error)
+	format func(T) string
+}
 
-func (v *stringValue) set(s string) error { *v = stringValue(s); return nil }
-func (v *stringValue) Set(s string) error { return v.set(s) }
-func (v *stringValue) String() string     { return string(*v) }
-func (v *stringValue) Type() string       { return "string" }
-
-type boolValue bool
-
-func (v *boolValue) set(s string) error {
-	b, err := strconv.ParseBool(s)
+func (v parsed[T]) set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
 		return err
 	}
-	*v = boolValue(b)
+	*v.p = x
 	return nil
 }
-func (v *boolValue) Set(s string) error { return v.set(s) }
-func (v *boolValue) String() string     { return strconv.FormatBool(bool(*v)) }
-func (v *boolValue) Type() string       { return "bool" }
-
-type uint16Value uint16
-
-func (v *uint16Value) set(s string) error {
-	n, err := strconv.ParseUint(s, 0, 16) // as pflag's Uint16
-	if err != nil {
-		return err
-	}
-	*v = uint16Value(n)
-	return nil
-}
-func (v *uint16Value) Set(s string) error { return v.set(s) }
-func (v *uint16Value) String() string     { return strconv.FormatUint(uint64(*v), 10) }
-func (v *uint16Value) Type() string       { return "uint16" }
-
-type durationValue time.Duration
-
-func (v *durationValue) set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*v = durationValue(d)
-	return nil
-}
-func (v *durationValue) Set(s string) error { return v.set(s) }
-func (v *durationValue) String() string     { return time.Duration(*v).String() }
-func (v *durationValue) Type() string       { return "duration" }
+func (v parsed[T]) Set(s string) error { return v.set(s) }
+func (v parsed[T]) String() string     { return v.format(*v.p) }
+func (v parsed[T]) Type() string       { return v.typ }

@@ -130,7 +130,7 @@ func flagValue(t *testing.T, o *translate.Options, long string) string {
 	t.Helper()
 	for _, s := range flagSpecs(o) {
 		if s.long == long {
-			return s.value(o).String()
+			return s.value.String()
 		}
 	}
 	t.Fatalf("no flag %s", long)
