@@ -36,6 +36,20 @@ func rulesets(t *testing.T) (redirect, tproxy *translate.Ruleset) {
 	return translate.Build(testConfig(t, false)), translate.Build(testConfig(t, true))
 }
 
+// ambientPodRuleset is the dual-stack ambient pod profile with DNS
+// capture; it must want policy routing for the fault tests to mean
+// anything.
+func ambientPodRuleset(t *testing.T) *translate.Ruleset {
+	t.Helper()
+	rs := translate.BuildAmbientPod(translate.AmbientPodConfig{Node: translate.AmbientNode{
+		DNSCapture: true, EnableIPv6: true,
+		ProbeSNATv4: translate.DefaultProbeSNATv4, ProbeSNATv6: translate.DefaultProbeSNATv6}})
+	if len(rs.Routes) == 0 {
+		t.Fatal("ambient pod ruleset wants no policy routing")
+	}
+	return rs
+}
+
 // checkState fails when the fake holds capture rules without their routing
 // or not the ruleset wanted.
 func checkState(t *testing.T, k *fakeKernel, what string, want ...*translate.Ruleset) {
@@ -76,13 +90,17 @@ func TestChangeOrder(t *testing.T) {
 // leaves one configuration's tables with their routing; a batch known not
 // to be committed leaves the routing as it was, and one committed despite
 // a lost verdict is kept.
+// The ambient pod profile (its own routes and lo address) goes through the
+// same path (ApplyAmbientPod → ApplyRuleset → change), so switches to and
+// from it are faulted too.
 func TestChangeFaults(t *testing.T) {
 	redirect, tproxy := rulesets(t)
-	for _, sw := range [][2]*translate.Ruleset{{redirect, tproxy}, {tproxy, redirect}} {
+	ambient := ambientPodRuleset(t)
+	for _, sw := range [][2]*translate.Ruleset{{redirect, tproxy}, {tproxy, redirect}, {tproxy, ambient}, {ambient, redirect}} {
 		from, to := sw[0], sw[1]
 		for call := 1; call <= 8; call++ {
 			for _, fault := range []string{"error", "ambiguous-applied", "ambiguous-lost"} {
-				k := newFake(redirect, tproxy)
+				k := newFake(redirect, tproxy, ambient)
 				if _, err := change(context.Background(), k, from, nil); err != nil {
 					t.Fatal(err)
 				}
