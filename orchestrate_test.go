@@ -2,10 +2,13 @@ package nfintercept
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/nfintercept/nfintercept/kernel"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -336,4 +339,58 @@ func TestLargeSetsReplaced(t *testing.T) {
 		t.Errorf("operations %q, want %q", got, want)
 	}
 	checkState(t, k, "large sets", rs)
+}
+
+// TestProbeAddrsChange: the probe set change is computed from one read and
+// sent at its generation; a foreign commit in between makes the kernel
+// refuse it, and it is read and sent again, up to probeRetries times. A
+// node without the probe sets is bad input; addresses already in place
+// send nothing.
+func TestProbeAddrsChange(t *testing.T) {
+	ctx := context.Background()
+	a, b := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")
+
+	k := newFake()
+	var ierr *InputError
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, true); !errors.As(err, &ierr) {
+		t.Errorf("no probe sets: %v, want an *InputError", err)
+	}
+	if k.updates != 0 {
+		t.Errorf("no probe sets: %d batches sent", k.updates)
+	}
+
+	k = newFake()
+	k.probes = map[netip.Addr]bool{}
+	foreign := 2
+	k.afterRead = func(k *fakeKernel) {
+		if foreign > 0 {
+			foreign--
+			k.foreignCommit()
+		}
+	}
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a, b}, true); err != nil {
+		t.Fatalf("add after 2 foreign commits: %v", err)
+	}
+	if !k.probes[a] || !k.probes[b] || k.updates != 3 {
+		t.Errorf("add after 2 foreign commits: probes %v after %d batches, want both after 3", k.probes, k.updates)
+	}
+
+	k.updates = 0
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, true); err != nil || k.updates != 0 {
+		t.Errorf("add of an address in place: %v, %d batches sent", err, k.updates)
+	}
+
+	k.afterRead = func(k *fakeKernel) { k.foreignCommit() }
+	err := probeAddrsChange(ctx, k, []netip.Addr{a}, false)
+	if !kernel.Stale(err) || k.updates != probeRetries+1 {
+		t.Errorf("remove under endless foreign commits: %v after %d batches, want stale after %d", err, k.updates, probeRetries+1)
+	}
+	if !k.probes[a] {
+		t.Error("refused removal removed the address")
+	}
+
+	k.afterRead, k.updates = nil, 0
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, false); err != nil || k.probes[a] || !k.probes[b] {
+		t.Errorf("remove: %v, probes %v", err, k.probes)
+	}
 }
