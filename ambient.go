@@ -118,8 +118,13 @@ func changeProbeAddrs(ctx context.Context, ns *Namespace, addrs []netip.Addr, ad
 	if add {
 		verb = "add"
 	}
-	k := &realKernel{ns: ns}
-	err := locked(ctx, k, func() error { return probeAddrsChange(ctx, k, addrs, add) })
+	err := nft.CheckProbeAddrs(addrs)
+	if err != nil {
+		err = &InputError{Err: err} // before any kernel access: nothing touched
+	} else {
+		k := &realKernel{ns: ns}
+		err = locked(ctx, k, func() error { return probeAddrsChange(ctx, k, addrs, add) })
+	}
 	if err != nil {
 		return fmt.Errorf("%s probe addresses %v in %s: %w", verb, addrs, ns, err)
 	}

@@ -394,3 +394,20 @@ func TestProbeAddrsChange(t *testing.T) {
 		t.Errorf("remove: %v, probes %v", err, k.probes)
 	}
 }
+
+// TestProbeAddrsBadInput: an address that cannot be a pod IP is refused as
+// input, naming it, before the namespace is touched (nil here: any kernel
+// access would fail otherwise).
+func TestProbeAddrsBadInput(t *testing.T) {
+	zoned := netip.MustParseAddr("fe80::1%eth0")
+	for _, f := range []func(context.Context, *Namespace, ...netip.Addr) error{AddProbeAddrs, RemoveProbeAddrs} {
+		err := f(context.Background(), nil, netip.MustParseAddr("10.0.0.1"), zoned)
+		var ierr *InputError
+		if !errors.As(err, &ierr) || !strings.Contains(err.Error(), `"fe80::1%eth0"`) {
+			t.Errorf("zoned pod IP: %v, want an *InputError naming it", err)
+		}
+		if err := f(context.Background(), nil, netip.Addr{}); !errors.As(err, &ierr) {
+			t.Errorf("zero pod IP: %v, want an *InputError", err)
+		}
+	}
+}
