@@ -118,34 +118,36 @@ func changeProbeAddrs(ctx context.Context, ns *Namespace, addrs []netip.Addr, ad
 	if add {
 		verb = "add"
 	}
-	k := &realKernel{ns: ns}
-	err := locked(ctx, k, func() error {
-		for attempt := 0; ; attempt++ {
-			c, err := k.conn()
-			if err != nil {
-				return err
-			}
-			s, err := nft.ReadForUpdate(c)
-			if err != nil {
-				return err
-			}
-			msgs, err := nft.ProbeAddrsChange(s, addrs, add)
-			if errors.Is(err, nft.ErrNoProbeSet) {
-				return &InputError{Err: err}
-			}
-			if err != nil || len(msgs) == 0 {
-				return err
-			}
-			err = k.CommitAt(ctx, s.Generation, msgs)
-			if !kernel.Stale(err) || attempt == probeRetries {
-				return err
-			}
-		}
-	})
+	err := nft.CheckProbeAddrs(addrs)
+	if err != nil {
+		err = &InputError{Err: err} // before any kernel access: nothing touched
+	} else {
+		k := &realKernel{ns: ns}
+		err = locked(ctx, k, func() error { return probeAddrsChange(ctx, k, addrs, add) })
+	}
 	if err != nil {
 		return fmt.Errorf("%s probe addresses %v in %s: %w", verb, addrs, ns, err)
 	}
 	return nil
+}
+
+// probeAddrsChange sends the probe set change computed from one read at
+// that read's generation, reading again when the kernel refuses it as
+// stale. The caller holds the namespace lock.
+func probeAddrsChange(ctx context.Context, k nsKernel, addrs []netip.Addr, add bool) error {
+	for attempt := 0; ; attempt++ {
+		u, err := k.ProbeAddrsUpdate(addrs, add)
+		if errors.Is(err, nft.ErrNoProbeSet) {
+			return &InputError{Err: err}
+		}
+		if err != nil || u.InSync() {
+			return err
+		}
+		err = k.CommitAt(ctx, u.Generation, u.Msgs)
+		if !kernel.Stale(err) || attempt == probeRetries {
+			return err
+		}
+	}
 }
 
 // VerifyRuleset compares the namespace with a ruleset built elsewhere

@@ -35,6 +35,9 @@ type fakeKernel struct {
 	afterRead func(k *fakeKernel)
 	updates   int // batches sent with CommitAt
 
+	// probes is what the probe sets hold (nil: no probe sets).
+	probes map[netip.Addr]bool
+
 	calls int            // operations so far, numbered from 1
 	fail  map[int]string // call number → fault: "error", "ambiguous-applied", "ambiguous-lost"
 	log   []string
@@ -160,6 +163,13 @@ func (k *fakeKernel) commit(fault string, msgs []netlink.Message) error {
 	}
 	if fault == "ambiguous-lost" {
 		return &kernel.AmbiguousError{Err: errInjected}
+	}
+	if k.commitProbes(msgs) {
+		k.gen++
+		if fault == "ambiguous-applied" {
+			return &kernel.AmbiguousError{Err: errInjected}
+		}
+		return nil
 	}
 	rs, ok := k.known[digest(msgs)]
 	if !ok {
@@ -301,4 +311,49 @@ func (k *fakeKernel) captureWithoutRouting() string {
 func ifAddr(index int, prefix string, ours bool) kernel.IfAddr {
 	p := netip.MustParsePrefix(prefix)
 	return kernel.IfAddr{Index: index, Addr: p.Addr(), Bits: p.Bits(), Ours: ours}
+}
+
+// ProbeAddrsUpdate stands for nft.ProbeAddrsChange: one message per
+// address that changes (NEWSETELEM or DELSETELEM, the address as data).
+// Faults: "error" (the read fails).
+func (k *fakeKernel) ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update, error) {
+	if k.op("probe-update") != "" {
+		return nil, errInjected
+	}
+	if k.probes == nil {
+		return nil, fmt.Errorf("fake: %w", nft.ErrNoProbeSet)
+	}
+	typ := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_DELSETELEM)
+	if add {
+		typ = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
+	}
+	u := &nft.Update{Generation: k.gen}
+	for _, a := range addrs {
+		if k.probes[a] != add {
+			u.Msgs = append(u.Msgs, netlink.Message{Header: netlink.Header{Type: typ}, Data: a.AsSlice()})
+		}
+	}
+	if k.afterRead != nil {
+		k.afterRead(k)
+	}
+	return u, nil
+}
+
+// commitProbes applies a batch of ProbeAddrsUpdate; false for any other.
+func (k *fakeKernel) commitProbes(msgs []netlink.Message) bool {
+	if len(msgs) == 0 {
+		return false
+	}
+	for _, m := range msgs {
+		switch uint16(m.Header.Type) & 0xff {
+		case unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM:
+		default:
+			return false
+		}
+	}
+	for _, m := range msgs {
+		a, _ := netip.AddrFromSlice(m.Data)
+		k.probes[a] = uint16(m.Header.Type)&0xff == unix.NFT_MSG_NEWSETELEM
+	}
+	return true
 }

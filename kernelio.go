@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/mdlayher/netlink"
 
@@ -27,6 +28,9 @@ type nsKernel interface {
 	TablesUpdate(rs *translate.Ruleset, extra []string) (*nft.Update, error)
 	CommitAt(ctx context.Context, gen uint32, msgs []netlink.Message) error
 	TablesDrift(rs *translate.Ruleset) (*nft.Drift, error)
+	// ProbeAddrsUpdate reads the probe sets and computes the batch that
+	// adds (or removes) addrs (nft.ProbeAddrsChange).
+	ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update, error)
 	BeginRouting(rs *translate.Ruleset) (routingChange, error)
 	RoutingDiff(rs *translate.Ruleset) ([]kernel.RoutingDrift, error)
 	CleanupRouting() error
@@ -135,6 +139,22 @@ func (k *realKernel) TablesUpdate(rs *translate.Ruleset, extra []string) (*nft.U
 		return nil, err
 	}
 	return nft.Diff(rs, s, extra)
+}
+
+func (k *realKernel) ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	s, err := nft.ReadForUpdate(c)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := nft.ProbeAddrsChange(s, addrs, add)
+	if err != nil {
+		return nil, err
+	}
+	return &nft.Update{Generation: s.Generation, Msgs: msgs}, nil
 }
 
 func (k *realKernel) snapshot() (*nft.Snapshot, error) {

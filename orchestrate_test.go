@@ -2,10 +2,13 @@ package nfintercept
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/nfintercept/nfintercept/kernel"
 	"github.com/nfintercept/nfintercept/nft"
 	"github.com/nfintercept/nfintercept/translate"
 )
@@ -34,6 +37,20 @@ func testConfig(t *testing.T, tproxy bool) translate.Config {
 
 func rulesets(t *testing.T) (redirect, tproxy *translate.Ruleset) {
 	return translate.Build(testConfig(t, false)), translate.Build(testConfig(t, true))
+}
+
+// ambientPodRuleset is the dual-stack ambient pod profile with DNS
+// capture; it must want policy routing for the fault tests to mean
+// anything.
+func ambientPodRuleset(t *testing.T) *translate.Ruleset {
+	t.Helper()
+	rs := translate.BuildAmbientPod(translate.AmbientPodConfig{Node: translate.AmbientNode{
+		DNSCapture: true, EnableIPv6: true,
+		ProbeSNATv4: translate.DefaultProbeSNATv4, ProbeSNATv6: translate.DefaultProbeSNATv6}})
+	if len(rs.Routes) == 0 {
+		t.Fatal("ambient pod ruleset wants no policy routing")
+	}
+	return rs
 }
 
 // checkState fails when the fake holds capture rules without their routing
@@ -76,13 +93,17 @@ func TestChangeOrder(t *testing.T) {
 // leaves one configuration's tables with their routing; a batch known not
 // to be committed leaves the routing as it was, and one committed despite
 // a lost verdict is kept.
+// The ambient pod profile (its own routes and lo address) goes through the
+// same path (ApplyAmbientPod → ApplyRuleset → change), so switches to and
+// from it are faulted too.
 func TestChangeFaults(t *testing.T) {
 	redirect, tproxy := rulesets(t)
-	for _, sw := range [][2]*translate.Ruleset{{redirect, tproxy}, {tproxy, redirect}} {
+	ambient := ambientPodRuleset(t)
+	for _, sw := range [][2]*translate.Ruleset{{redirect, tproxy}, {tproxy, redirect}, {tproxy, ambient}, {ambient, redirect}} {
 		from, to := sw[0], sw[1]
 		for call := 1; call <= 8; call++ {
 			for _, fault := range []string{"error", "ambiguous-applied", "ambiguous-lost"} {
-				k := newFake(redirect, tproxy)
+				k := newFake(redirect, tproxy, ambient)
 				if _, err := change(context.Background(), k, from, nil); err != nil {
 					t.Fatal(err)
 				}
@@ -318,4 +339,75 @@ func TestLargeSetsReplaced(t *testing.T) {
 		t.Errorf("operations %q, want %q", got, want)
 	}
 	checkState(t, k, "large sets", rs)
+}
+
+// TestProbeAddrsChange: the probe set change is computed from one read and
+// sent at its generation; a foreign commit in between makes the kernel
+// refuse it, and it is read and sent again, up to probeRetries times. A
+// node without the probe sets is bad input; addresses already in place
+// send nothing.
+func TestProbeAddrsChange(t *testing.T) {
+	ctx := context.Background()
+	a, b := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")
+
+	k := newFake()
+	var ierr *InputError
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, true); !errors.As(err, &ierr) {
+		t.Errorf("no probe sets: %v, want an *InputError", err)
+	}
+	if k.updates != 0 {
+		t.Errorf("no probe sets: %d batches sent", k.updates)
+	}
+
+	k = newFake()
+	k.probes = map[netip.Addr]bool{}
+	foreign := 2
+	k.afterRead = func(k *fakeKernel) {
+		if foreign > 0 {
+			foreign--
+			k.foreignCommit()
+		}
+	}
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a, b}, true); err != nil {
+		t.Fatalf("add after 2 foreign commits: %v", err)
+	}
+	if !k.probes[a] || !k.probes[b] || k.updates != 3 {
+		t.Errorf("add after 2 foreign commits: probes %v after %d batches, want both after 3", k.probes, k.updates)
+	}
+
+	k.updates = 0
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, true); err != nil || k.updates != 0 {
+		t.Errorf("add of an address in place: %v, %d batches sent", err, k.updates)
+	}
+
+	k.afterRead = func(k *fakeKernel) { k.foreignCommit() }
+	err := probeAddrsChange(ctx, k, []netip.Addr{a}, false)
+	if !kernel.Stale(err) || k.updates != probeRetries+1 {
+		t.Errorf("remove under endless foreign commits: %v after %d batches, want stale after %d", err, k.updates, probeRetries+1)
+	}
+	if !k.probes[a] {
+		t.Error("refused removal removed the address")
+	}
+
+	k.afterRead, k.updates = nil, 0
+	if err := probeAddrsChange(ctx, k, []netip.Addr{a}, false); err != nil || k.probes[a] || !k.probes[b] {
+		t.Errorf("remove: %v, probes %v", err, k.probes)
+	}
+}
+
+// TestProbeAddrsBadInput: an address that cannot be a pod IP is refused as
+// input, naming it, before the namespace is touched (nil here: any kernel
+// access would fail otherwise).
+func TestProbeAddrsBadInput(t *testing.T) {
+	zoned := netip.MustParseAddr("fe80::1%eth0")
+	for _, f := range []func(context.Context, *Namespace, ...netip.Addr) error{AddProbeAddrs, RemoveProbeAddrs} {
+		err := f(context.Background(), nil, netip.MustParseAddr("10.0.0.1"), zoned)
+		var ierr *InputError
+		if !errors.As(err, &ierr) || !strings.Contains(err.Error(), `"fe80::1%eth0"`) {
+			t.Errorf("zoned pod IP: %v, want an *InputError naming it", err)
+		}
+		if err := f(context.Background(), nil, netip.Addr{}); !errors.As(err, &ierr) {
+			t.Errorf("zero pod IP: %v, want an *InputError", err)
+		}
+	}
 }

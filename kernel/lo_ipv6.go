@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -20,7 +21,10 @@ func (r *rtnl) loIPv6Disabled() (bool, error) {
 	msg.Index = int32(r.lo)
 	req.AddData(msg)
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-	if err != nil || len(msgs) == 0 {
+	if err == nil && (len(msgs) == 0 || len(msgs[0]) < unix.SizeofIfInfomsg) {
+		err = errors.New("no link message for lo in the reply")
+	}
+	if err != nil {
 		return false, r.errorf("read lo's IPv6 settings: %w", err)
 	}
 	conf, err := nestedAttr(msgs[0][unix.SizeofIfInfomsg:], unix.IFLA_AF_SPEC, unix.AF_INET6, unix.IFLA_INET6_CONF)

@@ -255,13 +255,7 @@ func elementDiff(have []dumpedElem, s *setRef) (del, add []dumpedElem) {
 		if c := bytes.Compare(a.key, b.key); c != 0 {
 			return c
 		}
-		switch {
-		case a.end == b.end:
-			return 0
-		case a.end:
-			return -1
-		}
-		return 1
+		return endsFirst(a.end, b.end)
 	}
 	have = slices.Clone(have)
 	slices.SortFunc(have, cmpElem)

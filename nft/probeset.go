@@ -54,6 +54,17 @@ func probeSets(s *Snapshot) map[string]*kernelSet {
 	return out
 }
 
+// CheckProbeAddrs refuses what cannot be a pod IP in the probe sets: the
+// zero address or one with a zone.
+func CheckProbeAddrs(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if a = a.Unmap(); !a.IsValid() || a.Zone() != "" {
+			return fmt.Errorf("pod IP %q: want a plain IPv4 or IPv6 address", a)
+		}
+	}
+	return nil
+}
+
 // ProbeAddrsChange is the batch that adds (or removes) pod IPs in the
 // probe sets of s: only the addresses that change, so a batch sent at the
 // snapshot's generation cannot fail on an element already there or
@@ -67,11 +78,11 @@ func ProbeAddrsChange(s *Snapshot, addrs []netip.Addr, add bool) ([]netlink.Mess
 	}
 	byName := map[string][][]byte{}
 	seen := map[netip.Addr]bool{}
+	if err := CheckProbeAddrs(addrs); err != nil {
+		return nil, err
+	}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if !a.IsValid() || a.Zone() != "" {
-			return nil, fmt.Errorf("pod IP %q: want a plain IPv4 or IPv6 address", a)
-		}
 		name := translate.ProbeSet(a)
 		ks := sets[name]
 		if ks == nil || seen[a] {

@@ -152,13 +152,7 @@ func setState(s *nftables.Set, elems []nftables.SetElement) (SetState, error) {
 		if c := bytes.Compare(a.Key, b.Key); c != 0 {
 			return c
 		}
-		switch {
-		case a.IntervalEnd == b.IntervalEnd:
-			return 0
-		case a.IntervalEnd:
-			return -1
-		}
-		return 1
+		return endsFirst(a.IntervalEnd, b.IntervalEnd)
 	})
 	top := bytes.Repeat([]byte{0xff}, width)
 	var ranges [][2][]byte // inclusive

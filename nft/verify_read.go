@@ -333,6 +333,18 @@ func contentOfRef(s *setRef) setContent {
 	return c
 }
 
+// endsFirst orders two elements of equal key by kind: an end element at
+// k closes the range before the one starting at k, so it sorts first.
+func endsFirst(aEnd, bEnd bool) int {
+	switch {
+	case aEnd == bEnd:
+		return 0
+	case aEnd:
+		return -1
+	}
+	return 1
+}
+
 // contentOfElements rebuilds the ranges of a kernel set, as setState does
 // for Tables but without its costly sort of library elements: in an
 // interval set a start element opens a range and the next end element
@@ -373,20 +385,14 @@ func contentOfElements(s *nftables.Set, elems []dumpedElem) (setContent, error) 
 		}
 		es = append(es, elem{n, e.end})
 	}
-	// By key, end elements first on equal keys (an end at k closes the
-	// range before the one starting at k).
 	slices.SortFunc(es, func(a, b elem) int {
 		switch {
 		case a.n.less(b.n):
 			return -1
 		case b.n.less(a.n):
 			return 1
-		case a.end == b.end:
-			return 0
-		case a.end:
-			return -1
 		}
-		return 1
+		return endsFirst(a.end, b.end)
 	})
 	top := maxNum(width == 4)
 	if width == 2 {
