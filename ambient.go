@@ -73,15 +73,51 @@ func PlanAmbientNode(ctx context.Context, ns *Namespace, cfg translate.AmbientNo
 	return translate.BuildAmbientNode(cfg), nil
 }
 
-func currentProbeAddrs(k *realKernel, cfg translate.AmbientNodeConfig) (translate.AmbientNodeConfig, error) {
+// VerifyAmbientNode compares the namespace with the node ruleset, nil
+// ProbeAddrs meaning the addresses the probe sets hold, as VerifyRuleset.
+func VerifyAmbientNode(ctx context.Context, ns *Namespace, cfg translate.AmbientNodeConfig) (*Report, error) {
+	k := &realKernel{ns: ns}
+	defer k.Close()
+	cfg, err := currentProbeAddrs(k, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d, err := drift(k, translate.BuildAmbientNode(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return &Report{Drift: d}, nil
+}
+
+// ReconcileAmbientNode is VerifyAmbientNode, then a re-apply under the
+// lock when anything differs. Nil ProbeAddrs are read under the lock: an
+// address a node agent added just before is kept, not repaired away.
+func ReconcileAmbientNode(ctx context.Context, ns *Namespace, cfg translate.AmbientNodeConfig) (*Report, error) {
+	return reconcileAmbientNode(ctx, &realKernel{ns: ns}, cfg)
+}
+
+func reconcileAmbientNode(ctx context.Context, k nsKernel, cfg translate.AmbientNodeConfig) (*Report, error) {
+	var rep *Report
+	err := locked(ctx, k, func() error {
+		cfg, err := currentProbeAddrs(k, cfg)
+		if err != nil {
+			return err
+		}
+		rep, err = reconcile(ctx, k, translate.BuildAmbientNode(cfg))
+		return err
+	})
+	return rep, err
+}
+
+func currentProbeAddrs(k nsKernel, cfg translate.AmbientNodeConfig) (translate.AmbientNodeConfig, error) {
 	if cfg.ProbeAddrs != nil {
 		return cfg, nil
 	}
-	s, err := k.snapshot()
+	addrs, err := k.ProbeAddrs()
 	if err != nil {
 		return cfg, fmt.Errorf("read the probe sets in %s: %w", k, err)
 	}
-	cfg.ProbeAddrs = append([]netip.Addr{}, nft.ProbeAddrs(s)...)
+	cfg.ProbeAddrs = append([]netip.Addr{}, addrs...)
 	return cfg, nil
 }
 
@@ -102,11 +138,11 @@ func RemoveProbeAddrs(ctx context.Context, ns *Namespace, addrs ...netip.Addr) e
 func ProbeAddrs(ctx context.Context, ns *Namespace) ([]netip.Addr, error) {
 	k := &realKernel{ns: ns}
 	defer k.Close()
-	s, err := k.snapshot()
+	addrs, err := k.ProbeAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("read the probe sets in %s: %w", k, err)
 	}
-	return nft.ProbeAddrs(s), nil
+	return addrs, nil
 }
 
 // probeRetries bounds the re-reads when another process commits between

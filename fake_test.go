@@ -37,6 +37,9 @@ type fakeKernel struct {
 
 	// probes is what the probe sets hold (nil: no probe sets).
 	probes map[netip.Addr]bool
+	// onLock runs when the lock is taken: a change another process
+	// committed just before.
+	onLock func(k *fakeKernel)
 
 	calls int            // operations so far, numbered from 1
 	fail  map[int]string // call number → fault: "error", "ambiguous-applied", "ambiguous-lost"
@@ -47,14 +50,27 @@ func newFake(rss ...*translate.Ruleset) *fakeKernel {
 	k := &fakeKernel{gen: 1, routing: map[string]bool{}, known: map[[32]byte]*translate.Ruleset{},
 		batches: map[*translate.Ruleset][]netlink.Message{}, fail: map[int]string{}}
 	for _, rs := range rss {
-		var c captured
-		if err := nft.Replace(context.Background(), &c, rs, nil); err != nil {
-			panic(err)
-		}
-		k.known[digest(c.msgs)] = rs
-		k.batches[rs] = c.msgs
+		k.learn(rs)
 	}
 	return k
+}
+
+// learn makes the batch that installs rs known; a ruleset with the same
+// content as a known one stands for it (its batch is the same).
+func (k *fakeKernel) learn(rs *translate.Ruleset) *translate.Ruleset {
+	if _, ok := k.batches[rs]; ok {
+		return rs
+	}
+	var c captured
+	if err := nft.Replace(context.Background(), &c, rs, nil); err != nil {
+		panic(err)
+	}
+	if known, ok := k.known[digest(c.msgs)]; ok {
+		return known
+	}
+	k.known[digest(c.msgs)] = rs
+	k.batches[rs] = c.msgs
+	return rs
 }
 
 type captured struct{ msgs []netlink.Message }
@@ -81,9 +97,14 @@ func (k *fakeKernel) op(name string) string {
 	return k.fail[k.calls]
 }
 
-func (k *fakeKernel) String() string                       { return "fake namespace" }
-func (k *fakeKernel) Lock(context.Context) (func(), error) { return func() {}, nil }
-func (k *fakeKernel) Close()                               {}
+func (k *fakeKernel) String() string { return "fake namespace" }
+func (k *fakeKernel) Lock(context.Context) (func(), error) {
+	if k.onLock != nil {
+		k.onLock(k)
+	}
+	return func() {}, nil
+}
+func (k *fakeKernel) Close() {}
 
 func (k *fakeKernel) Addrs() ([]kernel.IfAddr, error) {
 	if k.op("addrs") != "" {
@@ -133,6 +154,7 @@ func (k *fakeKernel) TablesUpdate(rs *translate.Ruleset, _ []string) (*nft.Updat
 	default:
 		return nil, errInjected
 	}
+	rs = k.learn(rs)
 	u := &nft.Update{Generation: k.gen}
 	if k.rs != rs {
 		u.Msgs = k.batches[rs]
@@ -192,6 +214,7 @@ func (k *fakeKernel) TablesDrift(rs *translate.Ruleset) (*nft.Drift, error) {
 	if k.op("read") != "" {
 		return nil, errInjected
 	}
+	rs = k.learn(rs)
 	d := &nft.Drift{}
 	have, want := tableNames(k.rs), tableNames(rs)
 	for _, n := range want {
@@ -337,6 +360,20 @@ func (k *fakeKernel) ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update
 		k.afterRead(k)
 	}
 	return u, nil
+}
+
+func (k *fakeKernel) ProbeAddrs() ([]netip.Addr, error) {
+	if k.op("probe-read") != "" {
+		return nil, errInjected
+	}
+	var addrs []netip.Addr
+	for a, in := range k.probes {
+		if in {
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return addrs, nil
 }
 
 // commitProbes applies a batch of ProbeAddrsUpdate; false for any other.

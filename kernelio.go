@@ -31,6 +31,8 @@ type nsKernel interface {
 	// ProbeAddrsUpdate reads the probe sets and computes the batch that
 	// adds (or removes) addrs (nft.ProbeAddrsChange).
 	ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update, error)
+	// ProbeAddrs lists the addresses the probe sets hold.
+	ProbeAddrs() ([]netip.Addr, error)
 	BeginRouting(rs *translate.Ruleset) (routingChange, error)
 	RoutingDiff(rs *translate.Ruleset) ([]kernel.RoutingDrift, error)
 	CleanupRouting() error
@@ -155,6 +157,14 @@ func (k *realKernel) ProbeAddrsUpdate(addrs []netip.Addr, add bool) (*nft.Update
 		return nil, err
 	}
 	return &nft.Update{Generation: s.Generation, Msgs: msgs}, nil
+}
+
+func (k *realKernel) ProbeAddrs() ([]netip.Addr, error) {
+	s, err := k.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return nft.ProbeAddrs(s), nil
 }
 
 func (k *realKernel) snapshot() (*nft.Snapshot, error) {

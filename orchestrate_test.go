@@ -395,6 +395,37 @@ func TestProbeAddrsChange(t *testing.T) {
 	}
 }
 
+// TestReconcileAmbientNodeKeepsProbeAddrs: with nil ProbeAddrs the probe
+// sets are read under the lock, so an address a node agent added just
+// before the lock is taken stays; reading them before the lock would have
+// re-applied the older sets and removed it as drift.
+func TestReconcileAmbientNodeKeepsProbeAddrs(t *testing.T) {
+	node := translate.AmbientNode{EnableIPv6: true,
+		ProbeSNATv4: translate.DefaultProbeSNATv4, ProbeSNATv6: translate.DefaultProbeSNATv6}
+	a, b := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.0.6")
+	nodeRS := func(addrs ...netip.Addr) *translate.Ruleset {
+		return translate.BuildAmbientNode(translate.AmbientNodeConfig{Node: node, ProbeAddrs: addrs})
+	}
+	before, after := nodeRS(a), nodeRS(a, b)
+	k := newFake(before, after)
+	k.rs, k.probes = before, map[netip.Addr]bool{a: true}
+	for _, key := range routingKeys(before) {
+		k.routing[key] = true
+	}
+	k.onLock = func(k *fakeKernel) { // AddProbeAddrs by the node agent
+		k.probes[b], k.rs = true, after
+		k.foreignCommit()
+	}
+	rep, err := reconcileAmbientNode(context.Background(), k, translate.AmbientNodeConfig{Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.InSync() || rep.Reconciled {
+		t.Errorf("drift reported and repaired: %v", rep.Drift)
+	}
+	checkState(t, k, "reconcile", after)
+}
+
 // TestProbeAddrsBadInput: an address that cannot be a pod IP is refused as
 // input, naming it, before the namespace is touched (nil here: any kernel
 // access would fail otherwise).

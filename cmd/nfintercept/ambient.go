@@ -112,34 +112,26 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	podCfg := translate.AmbientPodConfig{Node: node, Pod: pod}
 	nodeCfg := translate.AmbientNodeConfig{Node: node} // nil ProbeAddrs: the namespace's
 
-	// planned is the ruleset the profile installs; ambient-node's probe
-	// sets keep the addresses ns holds (none when ns is nil).
-	planned := func(ctx context.Context, ns *nfintercept.Namespace) (*translate.Ruleset, error) {
-		switch {
-		case profile == translate.ProfileAmbientPod:
-			return translate.BuildAmbientPod(podCfg), nil
-		case ns == nil:
-			return translate.BuildAmbientNode(nodeCfg), nil
-		}
-		rs, err := nfintercept.PlanAmbientNode(ctx, ns, nodeCfg)
-		return rs, classify(err)
-	}
-
 	if cmd == "render" {
 		fam, err := renderFamily(family, format)
 		if err != nil {
 			return err
 		}
-		var ns *nfintercept.Namespace
-		if nsPath != "" && profile == translate.ProfileAmbientNode { // the probe addresses the namespace holds
-			if ns, err = openNamespace(nsPath); err != nil {
+		var rs *translate.Ruleset
+		switch {
+		case profile == translate.ProfileAmbientPod:
+			rs = translate.BuildAmbientPod(podCfg)
+		case nsPath == "": // no probe addresses
+			rs = translate.BuildAmbientNode(nodeCfg)
+		default: // the probe addresses the namespace holds
+			ns, err := openNamespace(nsPath)
+			if err != nil {
 				return err
 			}
 			defer ns.Close()
-		}
-		rs, err := planned(context.Background(), ns)
-		if err != nil {
-			return err
+			if rs, err = nfintercept.PlanAmbientNode(context.Background(), ns, nodeCfg); err != nil {
+				return classify(err)
+			}
 		}
 		return renderRuleset(rs, format, fam, stdout)
 	}
@@ -167,15 +159,17 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		logger.Info("applied the "+string(profile)+" rules", rulesetFields(ns.String(), rs, time.Since(start))...)
 		return nil
 	case "verify":
-		rs, err := planned(ctx, ns)
-		if err != nil {
-			return err
+		var d *nfintercept.Report
+		switch {
+		case profile == translate.ProfileAmbientPod && reconcile:
+			d, err = nfintercept.ReconcileRuleset(ctx, ns, translate.BuildAmbientPod(podCfg))
+		case profile == translate.ProfileAmbientPod:
+			d, err = nfintercept.VerifyRuleset(ctx, ns, translate.BuildAmbientPod(podCfg))
+		case reconcile: // the probe sets are read under the lock
+			d, err = nfintercept.ReconcileAmbientNode(ctx, ns, nodeCfg)
+		default:
+			d, err = nfintercept.VerifyAmbientNode(ctx, ns, nodeCfg)
 		}
-		check := nfintercept.VerifyRuleset
-		if reconcile {
-			check = nfintercept.ReconcileRuleset
-		}
-		d, err := check(ctx, ns, rs)
 		return reportDrift(d, err, ns, stdout, log)
 	case "cleanup":
 		return cleanup(ctx, ns, log)
