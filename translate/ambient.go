@@ -21,7 +21,7 @@ const (
 	ProfileAmbientNode Profile = "ambient-node"
 )
 
-// ParseProfile checks a --profile value.
+// ParseProfile checks a profile name.
 func ParseProfile(s string) (Profile, error) {
 	switch p := Profile(s); p {
 	case "", ProfileSidecar:
@@ -29,7 +29,7 @@ func ParseProfile(s string) (Profile, error) {
 	case ProfileAmbientPod, ProfileAmbientNode:
 		return p, nil
 	}
-	return "", &OptionError{Option: "--profile", Value: s, Reason: "want sidecar, ambient-pod or ambient-node"}
+	return "", &OptionError{Option: "profile", Value: s, Reason: "want sidecar, ambient-pod or ambient-node"}
 }
 
 // Default probe SNAT addresses of Istio's node agent (A§2.1).
@@ -126,120 +126,119 @@ const (
 	EnvHostProbeSNATIPv6 = "HOST_PROBE_SNAT_IPV6"
 )
 
-// AmbientOptions are the node settings as given: flags, else the node
-// agent's environment. Empty strings mean "not given".
+// AmbientOptions are the node settings as given: set by the caller (a
+// command line), else read from the node agent's environment. Empty
+// strings mean "not given".
 type AmbientOptions struct {
-	DNSCapture  string // --ambient-dns-capture / AMBIENT_DNS_CAPTURE
-	IPv6        string // --ambient-ipv6 / AMBIENT_IPV6
-	ProbeSNATv4 string // --probe-snat-ipv4 / HOST_PROBE_SNAT_IP
-	ProbeSNATv6 string // --probe-snat-ipv6 / HOST_PROBE_SNAT_IPV6
+	DNSCapture  string // AMBIENT_DNS_CAPTURE
+	IPv6        string // AMBIENT_IPV6
+	ProbeSNATv4 string // HOST_PROBE_SNAT_IP
+	ProbeSNATv6 string // HOST_PROBE_SNAT_IPV6
 
-	// Given marks the fields set by flags (true) rather than the
-	// environment, for error messages. Keyed by flag name.
+	// Given marks the settings Set by the caller rather than read from
+	// the environment, keyed by their environment variable name.
 	Given map[string]bool
 }
 
-// Flag names of the ambient options, and the variable each one falls
-// back to.
-var ambientFlags = []struct{ flag, env string }{
-	{"ambient-dns-capture", EnvAmbientDNSCapture},
-	{"ambient-ipv6", EnvAmbientIPv6},
-	{"probe-snat-ipv4", EnvHostProbeSNATIP},
-	{"probe-snat-ipv6", EnvHostProbeSNATIPv6},
-}
+// ambientEnv are the node agent's variables, one per setting.
+var ambientEnv = []string{EnvAmbientDNSCapture, EnvAmbientIPv6, EnvHostProbeSNATIP, EnvHostProbeSNATIPv6}
 
-func (o *AmbientOptions) field(flag string) *string {
-	switch flag {
-	case "ambient-dns-capture":
+func (o *AmbientOptions) field(env string) *string {
+	switch env {
+	case EnvAmbientDNSCapture:
 		return &o.DNSCapture
-	case "ambient-ipv6":
+	case EnvAmbientIPv6:
 		return &o.IPv6
-	case "probe-snat-ipv4":
+	case EnvHostProbeSNATIP:
 		return &o.ProbeSNATv4
+	case EnvHostProbeSNATIPv6:
+		return &o.ProbeSNATv6
 	}
-	return &o.ProbeSNATv6
+	return nil
 }
 
-// LoadEnv fills every option not given by a flag from the node agent's
-// environment (flags win).
+// LoadEnv fills every setting not Set from the node agent's environment
+// (Set values win).
 func (o *AmbientOptions) LoadEnv(getenv func(string) (string, bool)) {
-	for _, f := range ambientFlags {
-		if o.Given[f.flag] {
+	for _, env := range ambientEnv {
+		if o.Given[env] {
 			continue
 		}
-		if v, ok := getenv(f.env); ok {
-			*o.field(f.flag) = v
+		if v, ok := getenv(env); ok {
+			*o.field(env) = v
 		}
 	}
 }
 
-// Set stores a flag's value (marking it given).
-func (o *AmbientOptions) Set(flag, value string) {
+// Set stores the value of the setting named by its environment variable
+// (marking it given); other names are ignored.
+func (o *AmbientOptions) Set(env, value string) {
+	f := o.field(env)
+	if f == nil {
+		return
+	}
 	if o.Given == nil {
 		o.Given = map[string]bool{}
 	}
-	o.Given[flag] = true
-	*o.field(flag) = value
+	o.Given[env] = true
+	*f = value
 }
 
-func (o *AmbientOptions) errorFor(flag, value, reason string) error {
-	for _, f := range ambientFlags {
-		if f.flag != flag {
-			continue
-		}
-		if o.Given[flag] {
-			return &OptionError{Option: "--" + flag, Value: value, Reason: reason}
-		}
-		return &OptionError{Option: "--" + flag, Env: f.env, Value: value, Reason: reason}
+// errorFor names the setting by its variable; Env is set too when the
+// value came from the environment (a caller may rename Option).
+func (o *AmbientOptions) errorFor(env, value, reason string) error {
+	e := &OptionError{Option: env, Value: value, Reason: reason}
+	if !o.Given[env] {
+		e.Env = env
 	}
-	return &OptionError{Option: "--" + flag, Value: value, Reason: reason}
+	return e
 }
 
 // Node validates the options into the node settings. Booleans from the
 // environment are read as the node agent reads them (Go bools, anything
-// else is false); given as flags they must parse. Addresses must be a
-// single address of their family, wherever they come from (the node agent
-// refuses to start on a bad one).
+// else is false); Set ones must parse. Addresses must be a single address
+// of their family, wherever they come from (the node agent refuses to
+// start on a bad one). Errors name the setting by its variable.
 func (o *AmbientOptions) Node() (AmbientNode, error) {
 	n := AmbientNode{ProbeSNATv4: DefaultProbeSNATv4, ProbeSNATv6: DefaultProbeSNATv6}
 	var err error
-	if n.DNSCapture, err = o.boolean("ambient-dns-capture", o.DNSCapture); err != nil {
+	if n.DNSCapture, err = o.boolean(EnvAmbientDNSCapture, o.DNSCapture); err != nil {
 		return n, err
 	}
-	if n.EnableIPv6, err = o.boolean("ambient-ipv6", o.IPv6); err != nil {
+	if n.EnableIPv6, err = o.boolean(EnvAmbientIPv6, o.IPv6); err != nil {
 		return n, err
 	}
 	if o.ProbeSNATv4 != "" {
-		if n.ProbeSNATv4, err = o.addr("probe-snat-ipv4", o.ProbeSNATv4, true); err != nil {
+		if n.ProbeSNATv4, err = o.addr(EnvHostProbeSNATIP, o.ProbeSNATv4, true); err != nil {
 			return n, err
 		}
 	}
 	if o.ProbeSNATv6 != "" {
-		if n.ProbeSNATv6, err = o.addr("probe-snat-ipv6", o.ProbeSNATv6, false); err != nil {
+		if n.ProbeSNATv6, err = o.addr(EnvHostProbeSNATIPv6, o.ProbeSNATv6, false); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
 
-func (o *AmbientOptions) boolean(flag, raw string) (bool, error) {
+func (o *AmbientOptions) boolean(env, raw string) (bool, error) {
 	if raw == "" {
 		return false, nil
 	}
 	v, err := strconv.ParseBool(raw)
 	if err != nil {
-		if !o.Given[flag] {
+		if !o.Given[env] {
 			return false, nil // the node agent's reading: unparsable = false
 		}
-		return false, o.errorFor(flag, raw, "want true or false")
+		return false, o.errorFor(env, raw, "want true or false")
 	}
 	return v, nil
 }
 
-func (o *AmbientOptions) addr(flag, raw string, v4 bool) (netip.Addr, error) {
+func (o *AmbientOptions) addr(env, raw string, v4 bool) (netip.Addr, error) {
 	a, why := parseProbeAddr(raw, v4)
 	if why != "" {
-		return netip.Addr{}, o.errorFor(flag, raw, why)
+		return netip.Addr{}, o.errorFor(env, raw, why)
 	}
 	return a, nil
 }

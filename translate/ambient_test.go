@@ -16,8 +16,8 @@ func TestAmbientNodeFromEnvAndFlags(t *testing.T) {
 		EnvHostProbeSNATIP: "169.254.9.9", EnvHostProbeSNATIPv6: "fd00::9",
 	})
 	var o AmbientOptions
-	o.Set("ambient-dns-capture", "false") // flags win
-	o.Set("probe-snat-ipv6", "FD00::0:7")
+	o.Set(EnvAmbientDNSCapture, "false") // Set wins
+	o.Set(EnvHostProbeSNATIPv6, "FD00::0:7")
 	o.LoadEnv(env)
 	n, err := o.Node()
 	if err != nil {
@@ -47,24 +47,29 @@ func TestAmbientNodeFromEnvAndFlags(t *testing.T) {
 
 func TestAmbientOptionErrors(t *testing.T) {
 	for _, c := range []struct {
-		flag, env map[string]string
-		want      string
+		set, env map[string]string
+		want     string
 	}{
-		{flag: map[string]string{"ambient-ipv6": "maybe"}, want: `invalid --ambient-ipv6 "maybe": want true or false`},
-		{flag: map[string]string{"probe-snat-ipv4": "fd00::1"}, want: `invalid --probe-snat-ipv4 "fd00::1": not an IPv4 address`},
-		{flag: map[string]string{"probe-snat-ipv4": "10.0.0.1/32"}, want: `invalid --probe-snat-ipv4 "10.0.0.1/32": not an IP address`},
-		{flag: map[string]string{"probe-snat-ipv6": "10.0.0.1"}, want: `invalid --probe-snat-ipv6 "10.0.0.1": not an IPv6 address`},
-		{env: map[string]string{EnvHostProbeSNATIP: "nope"}, want: `invalid HOST_PROBE_SNAT_IP (--probe-snat-ipv4) "nope": not an IP address`},
-		{env: map[string]string{EnvHostProbeSNATIPv6: "::"}, want: `invalid HOST_PROBE_SNAT_IPV6 (--probe-snat-ipv6) "::": not a unicast address`},
+		{set: map[string]string{EnvAmbientIPv6: "maybe"}, want: `invalid AMBIENT_IPV6 "maybe": want true or false`},
+		{set: map[string]string{EnvHostProbeSNATIP: "fd00::1"}, want: `invalid HOST_PROBE_SNAT_IP "fd00::1": not an IPv4 address`},
+		{set: map[string]string{EnvHostProbeSNATIP: "10.0.0.1/32"}, want: `invalid HOST_PROBE_SNAT_IP "10.0.0.1/32": not an IP address`},
+		{set: map[string]string{EnvHostProbeSNATIPv6: "10.0.0.1"}, want: `invalid HOST_PROBE_SNAT_IPV6 "10.0.0.1": not an IPv6 address`},
+		{env: map[string]string{EnvHostProbeSNATIP: "nope"}, want: `invalid HOST_PROBE_SNAT_IP "nope": not an IP address`},
+		{env: map[string]string{EnvHostProbeSNATIPv6: "::"}, want: `invalid HOST_PROBE_SNAT_IPV6 "::": not a unicast address`},
 	} {
 		var o AmbientOptions
-		for k, v := range c.flag {
+		for k, v := range c.set {
 			o.Set(k, v)
 		}
 		o.LoadEnv(envOf(c.env))
 		_, err := o.Node()
 		if err == nil || err.Error() != c.want {
-			t.Errorf("%v %v: got %v, want %s", c.flag, c.env, err, c.want)
+			t.Errorf("%v %v: got %v, want %s", c.set, c.env, err, c.want)
+		}
+		// Env says the value came from the environment (for a caller
+		// naming its own option instead).
+		if oe, ok := err.(*OptionError); !ok || (oe.Env != "") != (c.env != nil) {
+			t.Errorf("%v %v: got %#v, want an *OptionError with Env set only from the environment", c.set, c.env, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,31 +41,35 @@ type ambientFlags struct {
 	names          map[string]bool // the flags add registered, except --profile
 }
 
+// ambientSettings maps the ambient flags to the node agent's settings
+// (AmbientOptions keys them by environment variable).
+var ambientSettings = []struct{ flag, typ, env, usage string }{
+	{"ambient-dns-capture", "bool", translate.EnvAmbientDNSCapture, "ambient-pod: capture DNS to ztunnel unless the pod's annotation says otherwise (AMBIENT_DNS_CAPTURE)"},
+	{"ambient-ipv6", "bool", translate.EnvAmbientIPv6, "ambient profiles: program IPv6 too (AMBIENT_IPV6)"},
+	{"probe-snat-ipv4", "string", translate.EnvHostProbeSNATIP, "ambient profiles: IPv4 source of kubelet probes (HOST_PROBE_SNAT_IP, default 169.254.7.127)"},
+	{"probe-snat-ipv6", "string", translate.EnvHostProbeSNATIPv6, "ambient profiles: IPv6 source of kubelet probes (HOST_PROBE_SNAT_IPV6, default fd16:9254:7127:1337:ffff:ffff:ffff:ffff)"},
+}
+
 // ambientValue routes a flag into AmbientOptions (marking it given).
 type ambientValue struct {
-	o    *translate.AmbientOptions
-	name string
-	typ  string
+	o   *translate.AmbientOptions
+	env string
+	typ string
 }
 
 func (v ambientValue) String() string { return "" }
 func (v ambientValue) Type() string   { return v.typ }
 func (v ambientValue) Set(s string) error {
-	v.o.Set(v.name, s)
+	v.o.Set(v.env, s)
 	return nil
 }
 
 func (a *ambientFlags) add(fs *pflag.FlagSet) {
 	a.names = map[string]bool{}
 	fs.StringVar(&a.profile, "profile", "sidecar", "what to install: sidecar, ambient-pod or ambient-node (see Profiles)")
-	for _, f := range []struct{ name, typ, usage string }{
-		{"ambient-dns-capture", "bool", "ambient-pod: capture DNS to ztunnel unless the pod's annotation says otherwise (AMBIENT_DNS_CAPTURE)"},
-		{"ambient-ipv6", "bool", "ambient profiles: program IPv6 too (AMBIENT_IPV6)"},
-		{"probe-snat-ipv4", "string", "ambient profiles: IPv4 source of kubelet probes (HOST_PROBE_SNAT_IP, default 169.254.7.127)"},
-		{"probe-snat-ipv6", "string", "ambient profiles: IPv6 source of kubelet probes (HOST_PROBE_SNAT_IPV6, default fd16:9254:7127:1337:ffff:ffff:ffff:ffff)"},
-	} {
-		fl := fs.VarPF(ambientValue{&a.opts, f.name, f.typ}, f.name, "", f.usage)
-		a.names[f.name] = true
+	for _, f := range ambientSettings {
+		fl := fs.VarPF(ambientValue{&a.opts, f.env, f.typ}, f.flag, "", f.usage)
+		a.names[f.flag] = true
 		if f.typ == "bool" {
 			fl.NoOptDefVal = "true"
 		}
@@ -101,7 +106,7 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 	a.opts.LoadEnv(getenv)
 	node, err := a.opts.Node()
 	if err != nil {
-		return classify(err)
+		return classify(flagNamed(err))
 	}
 	var pod translate.PodOverrides
 	if profile == translate.ProfileAmbientPod && a.podAnnotations != "" {
@@ -175,6 +180,20 @@ func (a *ambientFlags) run(cmd string, profile translate.Profile, nsPath string,
 		return cleanup(ctx, ns, log)
 	}
 	return errUsage{fmt.Errorf("unknown command %q (commands: apply, render, cleanup, verify; see --help)", cmd)}
+}
+
+// flagNamed words an error about an ambient setting with its flag: the
+// flag alone when given, "VARIABLE (--flag)" when read from there.
+func flagNamed(err error) error {
+	var oe *translate.OptionError
+	if errors.As(err, &oe) {
+		for _, f := range ambientSettings {
+			if oe.Option == f.env {
+				oe.Option = "--" + f.flag
+			}
+		}
+	}
+	return err
 }
 
 // readPodOverrides reads --pod-annotations with the annotations parser.

@@ -124,6 +124,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	logger.Debug("command line", "command", cmd, "args", args)
 	profile, err := translate.ParseProfile(amb.profile)
 	if err != nil {
+		var oe *translate.OptionError
+		if errors.As(err, &oe) {
+			oe.Option = "--profile" // the library names the setting
+		}
 		return errUsage{err}
 	}
 	if err := amb.checkProfileFlags(fs, sidecarFlags, profile); err != nil {
