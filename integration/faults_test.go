@@ -90,7 +90,9 @@ func captureWithoutRouting(t testing.TB, ns string) string {
 func requireStrace(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("needs strace (.ci/deps installs it)")
+		// .ci/deps installs strace: a missing one is a broken setup, and
+		// skipping would hide every fault-injection test in CI.
+		t.Fatal("strace not on PATH: run .ci/deps (it installs strace)")
 	}
 }
 
