@@ -96,6 +96,19 @@ func requireStrace(t *testing.T) {
 	}
 }
 
+// killCLIWithin starts the CLI with args in a throwaway namespace and
+// SIGKILLs it after a random delay below within.
+func killCLIWithin(t *testing.T, rng *rand.Rand, within time.Duration, args []string) {
+	t.Helper()
+	cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(rng.Int63n(int64(within))))
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
 // TestFaultCleanupKeepsRoutingWithRules (repro 1): cleanup failing at any
 // netlink send, or killed at any moment, leaves the TPROXY tables with
 // their routing, or neither.
@@ -121,13 +134,7 @@ func TestFaultCleanupKeepsRoutingWithRules(t *testing.T) {
 		if r := runWrapped(t, nil, apply...); r.code != 0 {
 			t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 		}
-		cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, cleanup...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(rng.Int63n(int64(15 * time.Millisecond))))
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		killCLIWithin(t, rng, 15*time.Millisecond, cleanup)
 		if m := captureWithoutRouting(t, ns); m != "" {
 			t.Fatalf("kill %d of cleanup: TPROXY rules without %s", i, m)
 		}
@@ -410,13 +417,7 @@ func TestKillDuringModeSwitches(t *testing.T) {
 		if r := runWrapped(t, nil, from...); r.code != 0 {
 			t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 		}
-		cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, to...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(rng.Int63n(int64(20 * time.Millisecond))))
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		killCLIWithin(t, rng, 20*time.Millisecond, to)
 		if m := captureWithoutRouting(t, ns); m != "" {
 			t.Fatalf("kill %d: TPROXY rules without %s", i, m)
 		}
