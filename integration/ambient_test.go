@@ -116,16 +116,7 @@ func runAmbientFlows(t *testing.T, flows []ambientFlow) {
 	t.Helper()
 	for _, c := range flows {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
-			r := harness.Run(t, c.ns, c.flow)
-			if r.Err != nil {
-				t.Fatalf("%v: %v (want listener %q)", c.flow, r.Err, c.tag)
-			}
-			if r.Tag != c.tag {
-				t.Fatalf("%v: reached %q (local %s), want %q", c.flow, r.Tag, r.Local, c.tag)
-			}
-			if c.origDst && r.OrigDst != c.flow.Dst.String() {
-				t.Errorf("%v: original destination %q, want %q", c.flow, r.OrigDst, c.flow.Dst)
-			}
+			r := runFlowTo(t, c.ns, c.flow, c.tag, c.origDst)
 			if c.remote.IsValid() {
 				if ap, err := netip.ParseAddrPort(r.Remote); err != nil || ap.Addr() != c.remote {
 					t.Errorf("%v: listener saw the client as %s, want %s", c.flow, r.Remote, c.remote)
