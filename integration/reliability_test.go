@@ -80,17 +80,6 @@ func rlOptions(first, n int, proxyPort string) translate.Options {
 	return o
 }
 
-// optionArgs renders the fields rlOptions sets as CLI flags.
-func optionArgs(o translate.Options) []string {
-	args := []string{"-p", o.EnvoyPort, "-u", o.ProxyUID, "-m", o.InboundInterceptionMode,
-		"-i", o.OutboundIPRangesInclude, "-x", o.OutboundIPRangesExclude,
-		"-b", o.InboundPortsInclude, "-d", o.InboundPortsExclude}
-	if o.RedirectDNS {
-		args = append(args, "--redirect-dns")
-	}
-	return args
-}
-
 // rlReq uses this host's users and resolv.conf, as the CLI does, so
 // library and CLI applies of the same options install the same ruleset.
 func rlReq(o translate.Options, path string) libtest.Request {
@@ -263,7 +252,7 @@ func TestCLIBatchFailsMidway(t *testing.T) {
 
 	b := rlOptions(11, 2000, "15101")
 	b.InboundInterceptionMode = "TPROXY"
-	r := runCLI(t, "", append(optionArgs(b), "--network-namespace", path)...)
+	r := runCLI(t, "", append(istioIptablesArgs(b), "--network-namespace", path)...)
 	if r.code == 0 {
 		t.Fatalf("apply succeeded over a table another process owns\nstderr: %s", r.stderr)
 	}
@@ -305,7 +294,7 @@ func killDuringApply(t *testing.T, cidrs int, incremental bool) {
 	}
 	bin := cliBinary(t)
 	unshare := lookPath(t, "unshare")
-	args := append([]string{"-n", bin}, append(optionArgs(b), "--network-namespace", path)...)
+	args := append([]string{"-n", bin}, append(istioIptablesArgs(b), "--network-namespace", path)...)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(unshare, args...) // unshare execs the binary: same pid
 		cmd.Env = []string{"PATH=/nonexistent"}
@@ -513,7 +502,7 @@ func TestRacingAppliers(t *testing.T) {
 			cwg.Add(1)
 			go func() {
 				defer cwg.Done()
-				codes[i] = runCLI(t, "", append(optionArgs(opts[i]), "--network-namespace", path)...).code
+				codes[i] = runCLI(t, "", append(istioIptablesArgs(opts[i]), "--network-namespace", path)...).code
 			}()
 		}
 		cwg.Wait()
@@ -522,7 +511,7 @@ func TestRacingAppliers(t *testing.T) {
 		}
 		in := 0
 		for i := range opts {
-			if runCLI(t, "", append([]string{"verify"}, append(optionArgs(opts[i]), "--network-namespace", path)...)...).code == 0 {
+			if runCLI(t, "", append([]string{"verify"}, append(istioIptablesArgs(opts[i]), "--network-namespace", path)...)...).code == 0 {
 				in++
 			}
 		}
@@ -573,7 +562,7 @@ func TestKillDuringModeSwitch(t *testing.T) {
 	b := rlOptions(11, 2000, "15001")
 	b.InboundInterceptionMode = "TPROXY"
 	ra, rb := rlPlan(t, a, path), rlPlan(t, b, path)
-	args := append([]string{"-n", cliBinary(t)}, append(optionArgs(b), "--network-namespace", path)...)
+	args := append([]string{"-n", cliBinary(t)}, append(istioIptablesArgs(b), "--network-namespace", path)...)
 	r := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := 0; i < 50; i++ {
 		rlApply(t, a, path)
@@ -665,7 +654,7 @@ func TestReapplyUnderTraffic(t *testing.T) {
 func TestCLIVerify(t *testing.T) {
 	ns, path := rlNS(t)
 	o := rlOptions(10, 20, "15001")
-	args := append(optionArgs(o), "--network-namespace", path)
+	args := append(istioIptablesArgs(o), "--network-namespace", path)
 	verify := func(extra ...string) cliResult {
 		return runCLI(t, "", append(append([]string{"verify"}, args...), extra...)...)
 	}
