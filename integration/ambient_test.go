@@ -259,7 +259,11 @@ func TestAmbientNodeProbes(t *testing.T) {
 	enrolledV4, enrolledV6 := harness.PeerV4, harness.PeerV6
 	clientNS := strings.TrimSuffix(p.Pod, "-pod") + "-client"
 	harness.MustRun(t, "ip", "netns", "add", clientNS)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", clientNS).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", clientNS).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", clientNS, err, out)
+		}
+	})
 	ip := func(ns string, args ...string) { harness.MustRun(t, "ip", append([]string{"-n", ns}, args...)...) }
 	ip(node, "link", "add", "cli0", "type", "veth", "peer", "name", "eth0", "netns", clientNS)
 	ip(node, "link", "set", "cli0", "up")
@@ -282,7 +286,7 @@ func TestAmbientNodeProbes(t *testing.T) {
 	kubelet := func(a netip.Addr) harness.Flow {
 		return harness.Flow{Proto: "tcp", Dst: netip.AddrPortFrom(a, appPort), UID: 4242, GID: 4242}
 	}
-	forwarded := ambientFlow{name: "forwarded traffic keeps its source", ns: "/var/run/netns/" + clientNS,
+	forwarded := ambientFlow{name: "forwarded traffic keeps its source", ns: filepath.Join(harness.NetNSDir, clientNS),
 		flow: harness.Flow{Proto: "tcp", Dst: netip.AddrPortFrom(enrolledV4, appPort)}, tag: tagApp,
 		remote: netip.MustParseAddr("10.3.0.2")}
 
