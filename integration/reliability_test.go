@@ -44,14 +44,7 @@ func rlNS(t testing.TB) (name, path string) {
 	harness.RequireRoot(t)
 	rlSweep.Do(func() { harness.SweepNamespaces(rlPrefix) })
 	name = fmt.Sprintf("%s%d-%d", rlPrefix, os.Getpid(), rlCounter.Add(1))
-	harness.MustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	harness.MustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, filepath.Join(harness.NetNSDir, name)
+	return name, harness.AddNS(t, name)
 }
 
 // manyCIDRs returns n distinct, non-adjacent /24s under first.0.0.0/8, so

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -135,14 +134,8 @@ func tpPair(t *testing.T) *harness.Pair {
 	p := &harness.Pair{Pod: base + "-pod", Peer: base + "-peer"}
 	p.PodPath = filepath.Join(harness.NetNSDir, p.Pod)
 	p.PeerPath = filepath.Join(harness.NetNSDir, p.Peer)
-	for _, name := range []string{p.Pod, p.Peer} {
-		harness.MustRun(t, "ip", "netns", "add", name)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Errorf("delete netns %s: %v: %s", name, err, out)
-			}
-		})
-	}
+	harness.AddNS(t, p.Pod)
+	harness.AddNS(t, p.Peer)
 	ip := func(ns string, args ...string) { harness.MustRun(t, "ip", append([]string{"-n", ns}, args...)...) }
 	// Created in the pod and moved straight to the peer: nothing ever
 	// appears in the root namespace.
