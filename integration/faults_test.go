@@ -159,12 +159,16 @@ func TestFaultModeSwitch(t *testing.T) {
 	for _, f := range []struct{ syscalls, errno string }{
 		{"recvfrom,recvmsg", "ENOBUFS"}, {"sendmsg,sendto", "ENOBUFS"}, {"socket", "EMFILE"},
 	} {
+		failed := 0
 		for when := 1; when <= 16; when++ {
 			for _, sw := range [][2][]string{{redirect, tproxy}, {tproxy, redirect}} {
 				if r := runWrapped(t, nil, sw[0]...); r.code != 0 {
 					t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 				}
 				r := runWrapped(t, inject(t, f.syscalls, f.errno, when), sw[1]...)
+				if r.code != 0 {
+					failed++
+				}
 				if r.code != 0 && r.code != 1 {
 					t.Errorf("%s %s at %d: exit %d (want 0 or 1): %s", f.syscalls, f.errno, when, r.code, r.stderr)
 				}
@@ -175,6 +179,10 @@ func TestFaultModeSwitch(t *testing.T) {
 					t.Fatalf("%s %s at %d (exit %d: %s): TPROXY rules without %s", f.syscalls, f.errno, when, r.code, r.stderr, m)
 				}
 			}
+		}
+		// Not vacuous: the injected failures reached the CLI.
+		if failed == 0 {
+			t.Errorf("%s %s: no injected failure made a switch fail: the injection proves nothing", f.syscalls, f.errno)
 		}
 	}
 }
@@ -191,14 +199,19 @@ func TestFaultSocketCreation(t *testing.T) {
 		{"cleanup", "--network-namespace", path},
 		append([]string{"verify", "--network-namespace", path}, tproxyArgs...),
 	} {
+		failed := 0
 		for when := 1; when <= 4; when++ {
 			r := runWrapped(t, inject(t, "socket", "EMFILE", when), cmd...)
 			if r.code == 0 {
 				continue // that socket was not needed
 			}
+			failed++
 			if r.code != 1 || strings.Contains(r.stderr, "panic") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 				t.Errorf("%s with socket %d failing: exit %d, stderr:\n%s", cmd[0], when, r.code, r.stderr)
 			}
+		}
+		if failed == 0 {
+			t.Errorf("%s: no failing socket made it fail: the injection proves nothing", cmd[0])
 		}
 	}
 }
