@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,16 +45,13 @@ type ambientPod struct {
 func newAmbientPod(t *testing.T) *ambientPod {
 	t.Helper()
 	p := harness.NewPair(t, harness.PairOptions{PeerAddrs: []netip.Addr{probeV4, probeV6}})
-	a := &ambientPod{Pair: p, VM: strings.TrimSuffix(p.Pod, "-pod") + "-vm"}
-	a.VMPath = harness.NetNSDir + "/" + a.VM
-	harness.MustRun(t, "ip", "netns", "add", a.VM)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", a.VM).Run() })
+	a := &ambientPod{Pair: p}
+	a.VM, a.VMPath = p.AddNS(t, "vm")
 	pod := func(args ...string) { harness.MustRun(t, "ip", append([]string{"-n", p.Pod}, args...)...) }
 	vm := func(args ...string) { harness.MustRun(t, "ip", append([]string{"-n", a.VM}, args...)...) }
 	pod("link", "add", "fake1s0f0", "type", "veth", "peer", "name", "eth0", "netns", a.VM)
 	pod("link", "set", "fake1s0f0", "up")
 	pod("addr", "add", vifPodV4.String()+"/24", "dev", "fake1s0f0")
-	vm("link", "set", "lo", "up")
 	vm("link", "set", "eth0", "up")
 	vm("addr", "add", vifVMV4.String()+"/24", "dev", "eth0")
 	vm("route", "add", "default", "via", vifPodV4.String())
@@ -116,16 +112,7 @@ func runAmbientFlows(t *testing.T, flows []ambientFlow) {
 	t.Helper()
 	for _, c := range flows {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
-			r := harness.Run(t, c.ns, c.flow)
-			if r.Err != nil {
-				t.Fatalf("%v: %v (want listener %q)", c.flow, r.Err, c.tag)
-			}
-			if r.Tag != c.tag {
-				t.Fatalf("%v: reached %q (local %s), want %q", c.flow, r.Tag, r.Local, c.tag)
-			}
-			if c.origDst && r.OrigDst != c.flow.Dst.String() {
-				t.Errorf("%v: original destination %q, want %q", c.flow, r.OrigDst, c.flow.Dst)
-			}
+			r := runFlowTo(t, c.ns, c.flow, c.tag, c.origDst)
 			if c.remote.IsValid() {
 				if ap, err := netip.ParseAddrPort(r.Remote); err != nil || ap.Addr() != c.remote {
 					t.Errorf("%v: listener saw the client as %s, want %s", c.flow, r.Remote, c.remote)
@@ -266,14 +253,11 @@ func TestAmbientNodeProbes(t *testing.T) {
 	p := harness.NewPair(t, harness.PairOptions{})
 	node, pod := p.Pod, p.Peer
 	enrolledV4, enrolledV6 := harness.PeerV4, harness.PeerV6
-	clientNS := strings.TrimSuffix(p.Pod, "-pod") + "-client"
-	harness.MustRun(t, "ip", "netns", "add", clientNS)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", clientNS).Run() })
+	clientNS, clientPath := p.AddNS(t, "client")
 	ip := func(ns string, args ...string) { harness.MustRun(t, "ip", append([]string{"-n", ns}, args...)...) }
 	ip(node, "link", "add", "cli0", "type", "veth", "peer", "name", "eth0", "netns", clientNS)
 	ip(node, "link", "set", "cli0", "up")
 	ip(node, "addr", "add", "10.3.0.1/24", "dev", "cli0")
-	ip(clientNS, "link", "set", "lo", "up")
 	ip(clientNS, "link", "set", "eth0", "up")
 	ip(clientNS, "addr", "add", "10.3.0.2/24", "dev", "eth0")
 	ip(clientNS, "route", "add", "default", "via", "10.3.0.1")
@@ -291,7 +275,7 @@ func TestAmbientNodeProbes(t *testing.T) {
 	kubelet := func(a netip.Addr) harness.Flow {
 		return harness.Flow{Proto: "tcp", Dst: netip.AddrPortFrom(a, appPort), UID: 4242, GID: 4242}
 	}
-	forwarded := ambientFlow{name: "forwarded traffic keeps its source", ns: "/var/run/netns/" + clientNS,
+	forwarded := ambientFlow{name: "forwarded traffic keeps its source", ns: clientPath,
 		flow: harness.Flow{Proto: "tcp", Dst: netip.AddrPortFrom(enrolledV4, appPort)}, tag: tagApp,
 		remote: netip.MustParseAddr("10.3.0.2")}
 

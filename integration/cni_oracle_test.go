@@ -58,7 +58,8 @@ var cniPods = []cnicorpus.Pod{
 }
 
 // istioIptablesArgs spells options as istio-iptables flags: what the
-// oracle runs, and what the equivalence suite plans from.
+// oracle runs, what the equivalence suite plans from, and what the
+// reliability tests give the CLI for the options they plan with.
 func istioIptablesArgs(o translate.Options) []string {
 	args := []string{
 		"-p", o.EnvoyPort, "-z", o.InboundCapturePort, "-e", o.InboundTunnelPort,

@@ -169,14 +169,14 @@ func TestCoexistence(t *testing.T) {
 
 	tproxy := rlOptions(10, 20, "15001")
 	tproxy.InboundInterceptionMode = "TPROXY"
-	tpArgs := append(optionArgs(tproxy), "--network-namespace", path)
+	tpArgs := append(istioIptablesArgs(tproxy), "--network-namespace", path)
 	mustCLI(t, "", tpArgs...)
 	check("apply (TPROXY)")
 	if r := runCLI(t, "", append([]string{"verify"}, tpArgs...)...); r.code != 0 {
 		t.Errorf("verify with foreign tables present: exit %d\n%s", r.code, r.stdout)
 	}
 
-	redirect := append(optionArgs(rlOptions(10, 20, "15001")), "--network-namespace", path)
+	redirect := append(istioIptablesArgs(rlOptions(10, 20, "15001")), "--network-namespace", path)
 	mustCLI(t, "", redirect...)
 	check("apply (REDIRECT)")
 

@@ -157,7 +157,7 @@ func report(t *testing.T, res *equiv.Result) {
 	t.Log(res.Summary())
 	if os.Getenv("NFI_EQ_VERBOSE") != "" {
 		for i, f := range res.Flows {
-			t.Logf("%-60s %-50v -> %s", f.Name, f, res.Decisions[i][equiv.BackendNft])
+			t.Logf("%-60s %-50v -> %s", f.Name, f, res.Decisions[i][res.Backends[0]])
 		}
 	}
 	for _, d := range res.Flaky {

@@ -90,8 +90,23 @@ func captureWithoutRouting(t testing.TB, ns string) string {
 func requireStrace(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("needs strace (.ci/deps installs it)")
+		// .ci/deps installs strace: a missing one is a broken setup, and
+		// skipping would hide every fault-injection test in CI.
+		t.Fatal("strace not on PATH: run .ci/deps (it installs strace)")
 	}
+}
+
+// killCLIWithin starts the CLI with args in a throwaway namespace and
+// SIGKILLs it after a random delay below within.
+func killCLIWithin(t *testing.T, rng *rand.Rand, within time.Duration, args []string) {
+	t.Helper()
+	cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(rng.Int63n(int64(within))))
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
 }
 
 // TestFaultCleanupKeepsRoutingWithRules (repro 1): cleanup failing at any
@@ -119,13 +134,7 @@ func TestFaultCleanupKeepsRoutingWithRules(t *testing.T) {
 		if r := runWrapped(t, nil, apply...); r.code != 0 {
 			t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 		}
-		cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, cleanup...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(rng.Int63n(int64(15 * time.Millisecond))))
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		killCLIWithin(t, rng, 15*time.Millisecond, cleanup)
 		if m := captureWithoutRouting(t, ns); m != "" {
 			t.Fatalf("kill %d of cleanup: TPROXY rules without %s", i, m)
 		}
@@ -150,12 +159,16 @@ func TestFaultModeSwitch(t *testing.T) {
 	for _, f := range []struct{ syscalls, errno string }{
 		{"recvfrom,recvmsg", "ENOBUFS"}, {"sendmsg,sendto", "ENOBUFS"}, {"socket", "EMFILE"},
 	} {
+		failed := 0
 		for when := 1; when <= 16; when++ {
 			for _, sw := range [][2][]string{{redirect, tproxy}, {tproxy, redirect}} {
 				if r := runWrapped(t, nil, sw[0]...); r.code != 0 {
 					t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 				}
 				r := runWrapped(t, inject(t, f.syscalls, f.errno, when), sw[1]...)
+				if r.code != 0 {
+					failed++
+				}
 				if r.code != 0 && r.code != 1 {
 					t.Errorf("%s %s at %d: exit %d (want 0 or 1): %s", f.syscalls, f.errno, when, r.code, r.stderr)
 				}
@@ -166,6 +179,10 @@ func TestFaultModeSwitch(t *testing.T) {
 					t.Fatalf("%s %s at %d (exit %d: %s): TPROXY rules without %s", f.syscalls, f.errno, when, r.code, r.stderr, m)
 				}
 			}
+		}
+		// Not vacuous: the injected failures reached the CLI.
+		if failed == 0 {
+			t.Errorf("%s %s: no injected failure made a switch fail: the injection proves nothing", f.syscalls, f.errno)
 		}
 	}
 }
@@ -182,14 +199,19 @@ func TestFaultSocketCreation(t *testing.T) {
 		{"cleanup", "--network-namespace", path},
 		append([]string{"verify", "--network-namespace", path}, tproxyArgs...),
 	} {
+		failed := 0
 		for when := 1; when <= 4; when++ {
 			r := runWrapped(t, inject(t, "socket", "EMFILE", when), cmd...)
 			if r.code == 0 {
 				continue // that socket was not needed
 			}
+			failed++
 			if r.code != 1 || strings.Contains(r.stderr, "panic") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 				t.Errorf("%s with socket %d failing: exit %d, stderr:\n%s", cmd[0], when, r.code, r.stderr)
 			}
+		}
+		if failed == 0 {
+			t.Errorf("%s: no failing socket made it fail: the injection proves nothing", cmd[0])
 		}
 	}
 }
@@ -408,13 +430,7 @@ func TestKillDuringModeSwitches(t *testing.T) {
 		if r := runWrapped(t, nil, from...); r.code != 0 {
 			t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
 		}
-		cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, to...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(rng.Int63n(int64(20 * time.Millisecond))))
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		killCLIWithin(t, rng, 20*time.Millisecond, to)
 		if m := captureWithoutRouting(t, ns); m != "" {
 			t.Fatalf("kill %d: TPROXY rules without %s", i, m)
 		}

@@ -161,16 +161,7 @@ func checkFlows(t *testing.T, p *harness.Pair, dualStack, tproxy bool) {
 				if c.peer {
 					ns = p.PeerPath
 				}
-				r := harness.Run(t, ns, c.flow)
-				if r.Err != nil {
-					t.Fatalf("%v: %v (want listener %q)", c.flow, r.Err, c.tag)
-				}
-				if r.Tag != c.tag {
-					t.Fatalf("%v: reached %q (local %s), want %q", c.flow, r.Tag, r.Local, c.tag)
-				}
-				if c.origDst && r.OrigDst != c.flow.Dst.String() {
-					t.Errorf("%v: original destination %q, want %q", c.flow, r.OrigDst, c.flow.Dst)
-				}
+				r := runFlowTo(t, ns, c.flow, c.tag, c.origDst)
 				// REDIRECT rewrites the destination to the listener's
 				// port; TPROXY hands the connection over unchanged.
 				if c.peer && c.tag == tagInbound {
@@ -188,6 +179,24 @@ func checkFlows(t *testing.T, p *harness.Pair, dualStack, tproxy bool) {
 			})
 		}
 	}
+}
+
+// runFlowTo runs the flow from ns and checks it reached the listener
+// tagged tag and, when origDst, that the listener read the flow's
+// destination as the original one.
+func runFlowTo(t *testing.T, ns string, f harness.Flow, tag string, origDst bool) harness.Result {
+	t.Helper()
+	r := harness.Run(t, ns, f)
+	if r.Err != nil {
+		t.Fatalf("%v: %v (want listener %q)", f, r.Err, tag)
+	}
+	if r.Tag != tag {
+		t.Fatalf("%v: reached %q (local %s), want %q", f, r.Tag, r.Local, tag)
+	}
+	if origDst && r.OrigDst != f.Dst.String() {
+		t.Errorf("%v: original destination %q, want %q", f, r.OrigDst, f.Dst)
+	}
+	return r
 }
 
 func portOf(ap netip.AddrPort) string { return fmt.Sprint(ap.Port()) }

@@ -93,6 +93,11 @@ func TestUpdatesUnderForeignCommits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var foreign int
+	// Stopped before the namespace is deleted, also when an apply fails
+	// the test (rlApply's Fatal): a committer left running would report
+	// into a finished test.
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -125,16 +130,16 @@ func TestUpdatesUnderForeignCommits(t *testing.T) {
 			kinds[res.Change.Summary]++
 		}
 		if got, report := whichOf(t, path, ra, rb); got != want {
-			cancel()
-			wg.Wait()
 			t.Fatalf("apply %d: ruleset %d, want %d:\n%s", i, got, want, report)
 		}
 		if m := captureWithoutRouting(t, ns); m != "" {
 			t.Fatalf("apply %d: TPROXY rules without %s", i, m)
 		}
 	}
-	cancel()
-	wg.Wait()
+	stop()
+	if foreign == 0 {
+		t.Error("no foreign commit ran during the applies: the test proves nothing")
+	}
 	t.Logf("%d foreign commits; applies: %v; %d updates refused as stale and computed again", foreign, kinds, stale)
 	if kinds["incremental"] == 0 {
 		t.Errorf("no apply was incremental: %v", kinds)

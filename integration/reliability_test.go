@@ -44,14 +44,7 @@ func rlNS(t testing.TB) (name, path string) {
 	harness.RequireRoot(t)
 	rlSweep.Do(func() { harness.SweepNamespaces(rlPrefix) })
 	name = fmt.Sprintf("%s%d-%d", rlPrefix, os.Getpid(), rlCounter.Add(1))
-	harness.MustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	harness.MustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, filepath.Join(harness.NetNSDir, name)
+	return name, harness.AddNS(t, name)
 }
 
 // manyCIDRs returns n distinct, non-adjacent /24s under first.0.0.0/8, so
@@ -78,17 +71,6 @@ func rlOptions(first, n int, proxyPort string) translate.Options {
 	o.InboundPortsExclude = "15090,15021"
 	o.RedirectDNS = true
 	return o
-}
-
-// optionArgs renders the fields rlOptions sets as CLI flags.
-func optionArgs(o translate.Options) []string {
-	args := []string{"-p", o.EnvoyPort, "-u", o.ProxyUID, "-m", o.InboundInterceptionMode,
-		"-i", o.OutboundIPRangesInclude, "-x", o.OutboundIPRangesExclude,
-		"-b", o.InboundPortsInclude, "-d", o.InboundPortsExclude}
-	if o.RedirectDNS {
-		args = append(args, "--redirect-dns")
-	}
-	return args
 }
 
 // rlReq uses this host's users and resolv.conf, as the CLI does, so
@@ -263,7 +245,7 @@ func TestCLIBatchFailsMidway(t *testing.T) {
 
 	b := rlOptions(11, 2000, "15101")
 	b.InboundInterceptionMode = "TPROXY"
-	r := runCLI(t, "", append(optionArgs(b), "--network-namespace", path)...)
+	r := runCLI(t, "", append(istioIptablesArgs(b), "--network-namespace", path)...)
 	if r.code == 0 {
 		t.Fatalf("apply succeeded over a table another process owns\nstderr: %s", r.stderr)
 	}
@@ -305,7 +287,7 @@ func killDuringApply(t *testing.T, cidrs int, incremental bool) {
 	}
 	bin := cliBinary(t)
 	unshare := lookPath(t, "unshare")
-	args := append([]string{"-n", bin}, append(optionArgs(b), "--network-namespace", path)...)
+	args := append([]string{"-n", bin}, append(istioIptablesArgs(b), "--network-namespace", path)...)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(unshare, args...) // unshare execs the binary: same pid
 		cmd.Env = []string{"PATH=/nonexistent"}
@@ -513,7 +495,7 @@ func TestRacingAppliers(t *testing.T) {
 			cwg.Add(1)
 			go func() {
 				defer cwg.Done()
-				codes[i] = runCLI(t, "", append(optionArgs(opts[i]), "--network-namespace", path)...).code
+				codes[i] = runCLI(t, "", append(istioIptablesArgs(opts[i]), "--network-namespace", path)...).code
 			}()
 		}
 		cwg.Wait()
@@ -522,7 +504,7 @@ func TestRacingAppliers(t *testing.T) {
 		}
 		in := 0
 		for i := range opts {
-			if runCLI(t, "", append([]string{"verify"}, append(optionArgs(opts[i]), "--network-namespace", path)...)...).code == 0 {
+			if runCLI(t, "", append([]string{"verify"}, append(istioIptablesArgs(opts[i]), "--network-namespace", path)...)...).code == 0 {
 				in++
 			}
 		}
@@ -573,7 +555,7 @@ func TestKillDuringModeSwitch(t *testing.T) {
 	b := rlOptions(11, 2000, "15001")
 	b.InboundInterceptionMode = "TPROXY"
 	ra, rb := rlPlan(t, a, path), rlPlan(t, b, path)
-	args := append([]string{"-n", cliBinary(t)}, append(optionArgs(b), "--network-namespace", path)...)
+	args := append([]string{"-n", cliBinary(t)}, append(istioIptablesArgs(b), "--network-namespace", path)...)
 	r := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for i := 0; i < 50; i++ {
 		rlApply(t, a, path)
@@ -665,7 +647,7 @@ func TestReapplyUnderTraffic(t *testing.T) {
 func TestCLIVerify(t *testing.T) {
 	ns, path := rlNS(t)
 	o := rlOptions(10, 20, "15001")
-	args := append(optionArgs(o), "--network-namespace", path)
+	args := append(istioIptablesArgs(o), "--network-namespace", path)
 	verify := func(extra ...string) cliResult {
 		return runCLI(t, "", append(append([]string{"verify"}, args...), extra...)...)
 	}

@@ -11,11 +11,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -135,14 +133,8 @@ func tpPair(t *testing.T) *harness.Pair {
 	p := &harness.Pair{Pod: base + "-pod", Peer: base + "-peer"}
 	p.PodPath = filepath.Join(harness.NetNSDir, p.Pod)
 	p.PeerPath = filepath.Join(harness.NetNSDir, p.Peer)
-	for _, name := range []string{p.Pod, p.Peer} {
-		harness.MustRun(t, "ip", "netns", "add", name)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Errorf("delete netns %s: %v: %s", name, err, out)
-			}
-		})
-	}
+	harness.AddNS(t, p.Pod)
+	harness.AddNS(t, p.Peer)
 	ip := func(ns string, args ...string) { harness.MustRun(t, "ip", append([]string{"-n", ns}, args...)...) }
 	// Created in the pod and moved straight to the peer: nothing ever
 	// appears in the root namespace.
@@ -213,14 +205,7 @@ func (s standIn) dial(nsPath string, timeout time.Duration) (harness.Reply, erro
 		d := net.Dialer{
 			Timeout:   timeout,
 			LocalAddr: &net.TCPAddr{IP: s.src.AsSlice()},
-			Control: func(network, _ string, rc syscall.RawConn) error {
-				var serr error
-				err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), network, s.mark) })
-				if err != nil {
-					return err
-				}
-				return serr
-			},
+			Control:   harness.Flow{Mark: s.mark, Transparent: true}.Control,
 		}
 		c, err := d.Dial("tcp", s.dst.String())
 		if err != nil {
@@ -237,22 +222,6 @@ func (s standIn) dial(nsPath string, timeout time.Duration) (harness.Reply, erro
 		return json.Unmarshal(line, &reply)
 	})
 	return reply, err
-}
-
-func setTransparent(fd int, network string, mark uint32) error {
-	level, opt := unix.SOL_IP, unix.IP_TRANSPARENT
-	if strings.HasSuffix(network, "6") {
-		level, opt = unix.SOL_IPV6, unix.IPV6_TRANSPARENT
-	}
-	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
-		return fmt.Errorf("set transparent: %w", err)
-	}
-	if mark != 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
-			return fmt.Errorf("set SO_MARK: %w", err)
-		}
-	}
-	return nil
 }
 
 func addrOf(t *testing.T, s string) netip.Addr {
@@ -394,13 +363,7 @@ func echoServer(t *testing.T, nsPath, addr string) {
 	t.Helper()
 	var ln net.Listener
 	err := harness.Do(nsPath, func() error {
-		lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), network, 0) }); err != nil {
-				return err
-			}
-			return serr
-		}}
+		lc := net.ListenConfig{Control: harness.Flow{Transparent: true}.Control}
 		network := "tcp4"
 		if strings.HasPrefix(addr, "[") {
 			network = "tcp6"

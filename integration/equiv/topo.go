@@ -136,13 +136,8 @@ func NewTwin(t testing.TB, backend Backend, topo Topology) *Twin {
 	}
 	for _, o := range origins {
 		name := base + "-" + string(o)
-		harness.MustRun(t, "ip", "netns", "add", name)
+		harness.AddNS(t, name)
 		tw.names[o] = name
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Errorf("deleting netns %s: %v: %s", name, err, out)
-			}
-		})
 		// Set before any interface exists, so new interfaces inherit it.
 		sysctls := []string{
 			"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",

@@ -78,15 +78,8 @@ func NewPair(t testing.TB, opts PairOptions) *Pair {
 	p.PodPath = filepath.Join(NetNSDir, p.Pod)
 	p.PeerPath = filepath.Join(NetNSDir, p.Peer)
 
-	for _, name := range []string{p.Pod, p.Peer} {
-		MustRun(t, "ip", "netns", "add", name)
-		name := name
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Errorf("deleting netns %s: %v: %s", name, err, out)
-			}
-		})
-	}
+	AddNS(t, p.Pod)
+	AddNS(t, p.Peer)
 
 	pod := []string{"ip", "-n", p.Pod}
 	peer := []string{"ip", "-n", p.Peer}
@@ -95,7 +88,6 @@ func NewPair(t testing.TB, opts PairOptions) *Pair {
 	// no interface ever exists in the root namespace.
 	run(append(pod, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", p.Peer)...)
 	for _, ns := range [][]string{pod, peer} {
-		run(append(ns, "link", "set", "lo", "up")...)
 		run(append(ns, "link", "set", "eth0", "up")...)
 	}
 	run(append(pod, "addr", "add", PodV4.String()+"/24", "dev", "eth0")...)
@@ -113,6 +105,29 @@ func NewPair(t testing.TB, opts PairOptions) *Pair {
 		run(append(pod, "route", "add", r, "via", via.String())...)
 	}
 	return p
+}
+
+// AddNS creates the named namespace with lo up and returns its path; it is
+// deleted when the test ends, whatever its outcome, and a failed deletion
+// fails the test (a leaked namespace would go unnoticed).
+func AddNS(t testing.TB, name string) string {
+	t.Helper()
+	MustRun(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("deleting netns %s: %v: %s", name, err, out)
+		}
+	})
+	MustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return filepath.Join(NetNSDir, name)
+}
+
+// AddNS creates one more namespace beside the pair's, named after them
+// with suffix ("vm": NAME-vm), as AddNS does.
+func (p *Pair) AddNS(t testing.TB, suffix string) (name, path string) {
+	t.Helper()
+	name = strings.TrimSuffix(p.Pod, "-pod") + "-" + suffix
+	return name, AddNS(t, name)
 }
 
 // RequireRoot skips the test when it cannot create namespaces.
