@@ -185,13 +185,7 @@ func TestFaultAmbientPod(t *testing.T) {
 	for _, s := range []scenario{scenarios[0], scenarios[1], scenarios[3]} {
 		for i := range 20 {
 			s.setup()
-			cmd := exec.Command(lookPath(t, "unshare"), append([]string{"-n", cliBinary(t)}, s.run...)...)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Duration(rng.Int63n(int64(15 * time.Millisecond))))
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			killCLIWithin(t, rng, 15*time.Millisecond, s.run)
 			if m := ambientWithoutRouting(t, ns); m != "" {
 				t.Fatalf("%s, kill %d: mark 0x111 rules without %s", s.name, i, m)
 			}
